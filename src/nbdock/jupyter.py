@@ -1,0 +1,68 @@
+"""The Jupyter server in the image: its command line, its token, its URL and its readiness."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Literal
+
+HOME = "/home/nbdock"
+NOTEBOOKS = f"{HOME}/notebooks"
+VENV = "/opt/nbdock/venv"
+POLL_INTERVAL = 0.1
+
+
+def server_command(port: int, allow_root: bool = False) -> list[str]:
+    """The command that starts the server; the image's CMD and `nbdock run` both use it."""
+    command = [
+        "jupyter", "lab",
+        "--no-browser",
+        "--ip=0.0.0.0",
+        f"--port={port}",
+        f"--ServerApp.root_dir={NOTEBOOKS}",
+    ]
+    if allow_root:
+        command.append("--allow-root")
+    return command
+
+
+def new_token() -> str:
+    return secrets.token_hex(24)
+
+
+def format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def base_url(host: str, port: int) -> str:
+    return f"http://{format_host(host)}:{port}"
+
+
+def lab_url(host: str, port: int, token: str) -> str:
+    return f"{base_url(host, port)}/lab?token={token}"
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    """True when a Jupyter server answers `GET /api` at `url` with its version."""
+    try:
+        with urllib.request.urlopen(f"{url}/api", timeout=timeout) as response:
+            return response.status == 200 and "version" in json.load(response)
+    except (OSError, ValueError):
+        return False
+
+
+def wait_until_ready(
+    url: str, still_running: Callable[[], bool], timeout: float
+) -> Literal["ready", "exited", "timed out"]:
+    """Poll `GET /api` until the server answers, it stops running, or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not answers(url):
+        if not still_running():
+            return "exited"
+        if time.monotonic() > deadline:
+            return "timed out"
+        time.sleep(POLL_INTERVAL)
+    return "ready"

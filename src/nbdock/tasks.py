@@ -1,0 +1,196 @@
+"""The invoke tasks. Each one parses its flags and calls the typed functions that do the work.
+
+A project's tasks.py only needs `from nbdock.tasks import ns`.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task, task
+
+from nbdock import console
+from nbdock.errors import NbdockError
+from nbdock.project import Project
+from nbdock.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(body: F) -> F:
+    """Turn NbdockError (and Ctrl-C) into one line on stderr and a non-zero exit code."""
+
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return body(*args, **kwargs)
+        except NbdockError as error:
+            raise Exit(f"nbdock: {error}", code=error.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("nbdock: interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def nbdock_task(flags: dict[str, str] | None = None) -> Callable[[F], Task[Any]]:
+    """invoke's @task, with flag help texts, and user errors turned into clean exits."""
+
+    def decorate(body: F) -> Task[Any]:
+        made: Task[Any] = task(help=flags or {})(_user_errors(body))
+        return made
+
+    return decorate
+
+
+def _settings(**flags: object) -> Settings:
+    settings = load_settings(Path.cwd(), {key.upper(): value for key, value in flags.items()})
+    for warning in settings.warnings:
+        console.warn(warning)
+    return settings
+
+
+def _project(**flags: object) -> Project:
+    return Project(_settings(**flags))
+
+
+_SERVER_FLAGS = {
+    "port": "host port to publish the server on (HOST_PORT; 0 picks a free one)",
+    "host-ip": "host address to publish on (HOST_IP, default 127.0.0.1)",
+}
+_BUILD_FLAGS = {
+    "base-image": "image to build on (BASE_IMAGE)",
+    "no-cache": "rebuild every layer instead of reusing cached ones",
+}
+
+
+@nbdock_task()
+def dockerfile(c: Context) -> None:
+    """Write Dockerfile from Dockerfile.template and the settings."""
+    from nbdock import dockerfile as rendering
+
+    settings = _settings()
+    rendering.write(settings)
+    console.info(f"Wrote {settings.project_dir / rendering.DOCKERFILE}")
+
+
+@nbdock_task(flags=_BUILD_FLAGS)
+def build(c: Context, base_image: str | None = None, no_cache: bool = False) -> None:
+    """Build the project's image, each step shown live (skipped when nothing changed)."""
+    _project(base_image=base_image).build(no_cache=no_cache)
+
+
+@nbdock_task(flags=_SERVER_FLAGS)
+def run(c: Context, port: int | None = None, host_ip: str | None = None) -> None:
+    """Start the notebook server from the built image and wait until it answers."""
+    server = _project(host_port=port, host_ip=host_ip).run()
+    console.info(server.url)
+
+
+@nbdock_task(flags={**_BUILD_FLAGS, **_SERVER_FLAGS})
+def up(
+    c: Context,
+    port: int | None = None,
+    host_ip: str | None = None,
+    base_image: str | None = None,
+    no_cache: bool = False,
+) -> None:
+    """Write the Dockerfile, build, run, and print the URL to open (the last line)."""
+    server = _project(host_port=port, host_ip=host_ip, base_image=base_image).up(no_cache=no_cache)
+    console.info("Jupyter is ready" + (" (already running)." if server.reused else "."))
+    console.info(server.url)
+
+
+@nbdock_task()
+def url(c: Context) -> None:
+    """Print the URL of the running notebook server, token included."""
+    console.info(_project().server().url)
+
+
+@nbdock_task()
+def ip(c: Context) -> None:
+    """Print the address a browser should use and the container's own address."""
+    browser, container = _project().addresses()
+    console.info(f"browser:   {browser}")
+    console.info(f"container: {container or '(no running container)'}")
+
+
+@nbdock_task()
+def stop(c: Context) -> None:
+    """Stop this project's containers (found by label; never anyone else's)."""
+    stopped = _project().stop()
+    console.info(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
+
+
+@nbdock_task(flags={"image": "remove the project's image too"})
+def down(c: Context, image: bool = False) -> None:
+    """Stop and remove this project's containers; the image stays unless --image."""
+    removed = _project().down(remove_image=image)
+    console.info(f"Removed {', '.join(removed)}." if removed else "Nothing to remove.")
+
+
+@nbdock_task()
+def status(c: Context) -> None:
+    """Show this project's containers, their state, health and URL."""
+    project = _project()
+    rows = project.status()
+    if not rows:
+        console.info(f"Project {project.settings.project_name} has no container.")
+    for row in rows:
+        console.info(f"{row.name}  {row.state}  health: {row.health}  image: {row.image}")
+        if row.url:
+            console.info(f"  {row.url}")
+
+
+@nbdock_task(flags={"follow": "keep printing new lines until Ctrl-C"})
+def logs(c: Context, follow: bool = False) -> None:
+    """Print the notebook server's log."""
+    _project().logs(follow=follow)
+
+
+@nbdock_task(flags={
+    "tag": "name for the image (default nbdock-base:SUITE)",
+    "suite": "Debian (or Ubuntu) release to bootstrap (default: the host's)",
+    "mirror": "apt mirror URL (BASE_MIRROR; default: the host's apt sources)",
+})
+def base(c: Context, tag: str | None = None, suite: str | None = None,
+         mirror: str | None = None) -> None:
+    """Build a local base image with Python from Debian packages (no registry needed)."""
+    from nbdock import baseimage, engine
+
+    settings = _settings(base_mirror=mirror)
+    suite = suite or baseimage.host_suite() or "bookworm"
+    chosen_mirror = settings.base_mirror or baseimage.host_mirror(suite)
+    if not chosen_mirror:
+        raise NbdockError(
+            f"no apt mirror for {suite} was found in /etc/apt/sources.list*; set BASE_MIRROR in "
+            ".env (or pass --mirror) to a Debian mirror URL"
+        )
+    tag = tag or f"nbdock-base:{suite}"
+    baseimage.build_base(engine.connect(), tag, suite, chosen_mirror)
+    console.info(f"Built {tag}. Use it with this line in .env:")
+    console.info(f"BASE_IMAGE={tag}")
+
+
+@nbdock_task()
+def init(c: Context) -> None:
+    """Add tasks.py, Dockerfile.template and .env.example to this folder (never overwrites)."""
+    from nbdock.dockerfile import default_file
+
+    for name in ("tasks.py", "Dockerfile.template", ".env.example"):
+        target = Path.cwd() / name
+        if target.exists():
+            console.info(f"Kept {name}: it already exists.")
+        else:
+            shutil.copyfile(default_file(name), target)
+            console.info(f"Wrote {name}")
+    console.info("Next: put your notebooks in notebooks/ (or set NOTEBOOKS_DIR), then `invoke up`.")
+
+
+ns = Collection(dockerfile, build, run, up, url, ip, stop, down, status, logs, base, init)
