@@ -108,7 +108,7 @@ def build_base(client: DockerClient, tag: str, suite: str, mirror: str) -> str:
         with engine.translated(f"importing the base image {tag}"):
             client.api.import_image(
                 src=str(archive), repository=repository, tag=version or "latest",
-                changes=['ENV LANG=C.UTF-8', 'CMD ["python3"]'],
+                changes=["ENV LANG=C.UTF-8", 'CMD ["python3"]', f"LABEL io.nbdock.base={suite}"],
             )
     image = engine.image_attrs(client, tag)
     if image is None:

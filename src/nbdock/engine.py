@@ -214,6 +214,21 @@ def remove_image(client: DockerClient, name: str) -> bool:
     return True
 
 
+def wait(container: Container, timeout: float) -> int | None:
+    """The container's exit code, or None when it ran past `timeout` seconds (it is then killed)."""
+    import requests.exceptions
+
+    with translated(f"waiting for {container.name}"):
+        try:
+            return int(container.wait(timeout=timeout)["StatusCode"])
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
+            timed_out = isinstance(error, requests.exceptions.ReadTimeout) or "timed out" in str(error)
+            if not timed_out:
+                raise
+        container.kill()
+        return None
+
+
 def log_tail(container: Container, lines: int = 30) -> list[str]:
     with translated(f"reading the log of {container.name}"):
         data: bytes = container.logs(tail=lines)

@@ -110,7 +110,8 @@ class Project:
 
     # -- server ------------------------------------------------------------------------------
 
-    def _server_user(self) -> str:
+    @cached_property
+    def server_user(self) -> str:
         """uid:gid for the server, so that what it saves on the host belongs to the right user.
 
         RUN_AS if set; else the invoking user; when that is root, the owner of the notebooks
@@ -163,9 +164,9 @@ class Project:
                 f"there is no image {settings.image_name} yet; build it with `invoke build` "
                 "(or start everything with `invoke up`)"
             )
-        user = self._server_user()
+        user = self.server_user
         wanted = self._wanted_server(image, user)
-        ours = self.containers()
+        ours = [c for c in self.containers() if LABEL_SERVER in c.labels]
         same_name = engine.container_named(self.client, settings.container_name)
         if same_name is not None and same_name.id not in {c.id for c in ours}:
             raise NbdockError(

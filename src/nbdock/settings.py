@@ -243,6 +243,10 @@ def load_settings(
     values["project_name"] = project_name
     values.setdefault("image_name", f"nbdock-{project_name}:latest")
     values.setdefault("container_name", f"nbdock-{project_name}")
+    if not values["ca_cert"] and environ.get("PIP_CERT"):
+        # The bundle the host's own pip trusts is the one builds need behind the same proxy.
+        raw["CA_CERT"] = (environ["PIP_CERT"], "the PIP_CERT environment variable")
+        values["ca_cert"] = environ["PIP_CERT"]
     values["ca_cert"] = _resolve_ca_cert(str(values["ca_cert"]), project_dir, raw)
     return Settings(project_dir=project_dir, warnings=tuple(warnings), **values)  # type: ignore[arg-type]
 

@@ -39,11 +39,11 @@ def _user_errors(body: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def nbdock_task(flags: dict[str, str] | None = None) -> Callable[[F], Task[Any]]:
+def nbdock_task(flags: dict[str, str] | None = None, **options: Any) -> Callable[[F], Task[Any]]:
     """invoke's @task, with flag help texts, and user errors turned into clean exits."""
 
     def decorate(body: F) -> Task[Any]:
-        made: Task[Any] = task(help=flags or {})(_user_errors(body))
+        made: Task[Any] = task(help=flags or {}, **options)(_user_errors(body))
         return made
 
     return decorate
@@ -155,7 +155,7 @@ def logs(c: Context, follow: bool = False) -> None:
 
 
 @nbdock_task(flags={
-    "tag": "name for the image (default nbdock-base:SUITE)",
+    "tag": "name for the image (default nbdock-base)",
     "suite": "Debian (or Ubuntu) release to bootstrap (default: the host's)",
     "mirror": "apt mirror URL (BASE_MIRROR; default: the host's apt sources)",
 })
@@ -172,10 +172,49 @@ def base(c: Context, tag: str | None = None, suite: str | None = None,
             f"no apt mirror for {suite} was found in /etc/apt/sources.list*; set BASE_MIRROR in "
             ".env (or pass --mirror) to a Debian mirror URL"
         )
-    tag = tag or f"nbdock-base:{suite}"
+    tag = tag or "nbdock-base"
     baseimage.build_base(engine.connect(), tag, suite, chosen_mirror)
     console.info(f"Built {tag}. Use it with this line in .env:")
     console.info(f"BASE_IMAGE={tag}")
+
+
+@nbdock_task(
+    flags={
+        "notebook": "a notebook to run (repeatable; default: every notebook in NOTEBOOKS_DIR)",
+        "parameter": "name=value for the cell tagged `parameters` (repeatable; 3 is an int)",
+        "jobs": "how many notebooks run at once, each in its own container",
+        "html": "also write an HTML rendering of each executed notebook",
+        "timeout": "seconds one notebook may run (EXECUTE_TIMEOUT)",
+    },
+    iterable=["notebook", "parameter"],
+)
+def execute(
+    c: Context,
+    notebook: list[str] | None = None,
+    parameter: list[str] | None = None,
+    jobs: int = 1,
+    html: bool = False,
+    timeout: float | None = None,
+) -> None:
+    """Run notebooks headless in the project's image with papermill; results in OUTPUT_DIR."""
+    from nbdock import execute as headless
+
+    project = _project(execute_timeout=timeout)
+    outcomes = headless.execute(
+        project, notebook or [], parameter or [], jobs, html, project.settings.execute_timeout
+    )
+    for outcome in outcomes:
+        if outcome.status != "ok":
+            for line in headless.explain(outcome):
+                console.info(line)
+    for line in headless.summary(outcomes, project.settings.project_dir):
+        console.info(line)
+    failed = [outcome for outcome in outcomes if outcome.status != "ok"]
+    if failed:
+        raise NbdockError(
+            f"{len(failed)} of {len(outcomes)} notebooks did not run to the end "
+            f"({', '.join(o.notebook for o in failed)}); see the table above"
+        )
 
 
 @nbdock_task()
@@ -193,4 +232,6 @@ def init(c: Context) -> None:
     console.info("Next: put your notebooks in notebooks/ (or set NOTEBOOKS_DIR), then `invoke up`.")
 
 
-ns = Collection(dockerfile, build, run, up, url, ip, stop, down, status, logs, base, init)
+ns = Collection(
+    dockerfile, build, run, up, url, ip, stop, down, status, logs, execute, base, init
+)

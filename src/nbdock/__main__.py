@@ -1,0 +1,3 @@
+from nbdock.cli import main
+
+main()

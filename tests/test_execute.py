@@ -1,0 +1,110 @@
+"""`invoke execute`: notebooks run headless in the project's image, against the real engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    PROJECT_OWNER,
+    REPO,
+    Project,
+    new_project,
+    project_containers,
+    remove_containers,
+)
+
+pytestmark = pytest.mark.docker
+DATA = REPO / "tests" / "data" / "execute"
+
+
+@pytest.fixture(scope="module")
+def project(
+    tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_client: Any
+) -> Iterator[Project]:
+    made = new_project(tmp_path_factory, base_image, {"EXECUTE": "true"}, notebooks=DATA)
+    yield made
+    remove_containers(docker_client, made)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def outputs_of(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    return ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+
+
+def test_execute_injects_typed_parameters_and_shows_the_failing_cell(
+    project: Project, docker_client: Any
+) -> None:
+    sources = digests(project.notebooks)
+    result = project.invoke(
+        "execute", "--notebook", "greet.ipynb", "--notebook", "fails.ipynb", "--html",
+        "-p", "name=ada", "-p", "count=3", "-p", "rate=0.5",
+    )
+    assert result.returncode != 0, result.output
+    assert "Traceback (most recent call last)" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("nbdock: 1 of 2 notebooks")
+
+    greeted = project.path / "outputs" / "greet.ipynb"
+    assert "hello ada: count=3 (int), rate=0.5 (float)\n" in outputs_of(greeted)
+    assert (project.path / "outputs" / "greet.html").is_file()
+    assert (project.path / "outputs" / "fails.ipynb").is_file()
+    owner = PROJECT_OWNER if os.getuid() == 0 else (os.getuid(), os.getgid())
+    assert (greeted.stat().st_uid, greeted.stat().st_gid) == owner
+
+    assert "failing cell:" in result.stdout
+    assert "    check(42)" in result.stdout
+    assert "ValueError: broken on purpose: 42" in result.stdout
+    assert "\x1b[" not in result.stdout
+    table = [line.split() for line in result.stdout.splitlines() if line.endswith(".ipynb")]
+    assert table[-2][:2] == ["greet.ipynb", "ok"]
+    assert table[-1][:2] == ["fails.ipynb", "failed"]
+
+    assert digests(project.notebooks) == sources
+    assert project_containers(docker_client, project.name) == []
+
+
+def test_a_notebook_past_the_timeout_is_stopped_and_reported(
+    project: Project, docker_client: Any
+) -> None:
+    result = project.invoke("execute", "--notebook", "nap_a.ipynb", "-p", "seconds=300",
+                            "--timeout", "10")
+    assert result.returncode != 0
+    assert "nap_a.ipynb: timed out" in result.stdout
+    assert any(line.split()[:3] == ["nap_a.ipynb", "timed", "out"] for line in result.stdout.splitlines())
+    assert project_containers(docker_client, project.name) == []
+
+
+def test_parallel_runs_give_the_same_outputs_in_clearly_less_time(project: Project) -> None:
+    naps = ["--notebook", "nap_a.ipynb", "--notebook", "nap_b.ipynb", "-p", "seconds=6"]
+    started = time.monotonic()
+    serial = project.invoke("execute", *naps)
+    serial_seconds = time.monotonic() - started
+    assert serial.returncode == 0, serial.output
+    serial_outputs = {n: outputs_of(project.path / "outputs" / n) for n in ("nap_a.ipynb", "nap_b.ipynb")}
+
+    started = time.monotonic()
+    parallel = project.invoke("execute", *naps, "--jobs", "2")
+    parallel_seconds = time.monotonic() - started
+    assert parallel.returncode == 0, parallel.output
+    parallel_outputs = {n: outputs_of(project.path / "outputs" / n) for n in serial_outputs}
+
+    assert parallel_outputs == serial_outputs
+    assert serial_outputs["nap_a.ipynb"] == ["rested 6\n"]
+    assert parallel_seconds < 0.8 * serial_seconds, (parallel_seconds, serial_seconds)
+
+
+def test_without_the_execute_setting_the_task_says_how_to_enable_it(project: Project) -> None:
+    result = project.invoke("execute", NBDOCK_EXECUTE="false")
+    assert result.returncode != 0
+    assert "set EXECUTE=true" in result.stderr and "Traceback" not in result.output
