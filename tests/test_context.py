@@ -6,7 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from nbdock.context import build_context
+from nbdock.context import build_context, environment_digest
 from nbdock.settings import load_settings
 
 
@@ -34,7 +34,7 @@ def names(archive: bytes) -> list[str]:
 
 def test_only_the_needed_files_are_sent(tmp_path: Path) -> None:
     settings = load_settings(project(tmp_path), environ={})
-    sent = names(build_context(settings, "FROM x\n").archive({"k": "v"}))
+    sent = names(build_context(settings, "FROM x\n"))
     assert sent == [
         "Dockerfile", "requirements.txt", "notebooks",
         "notebooks/a.ipynb", "notebooks/data.csv", "notebooks/sub/b.ipynb",
@@ -44,33 +44,25 @@ def test_only_the_needed_files_are_sent(tmp_path: Path) -> None:
 def test_dockerignore_is_honoured_inside_the_notebooks(tmp_path: Path) -> None:
     (project(tmp_path) / ".dockerignore").write_text("# big files\nnotebooks/*.csv\n")
     settings = load_settings(tmp_path, environ={})
-    assert "notebooks/data.csv" not in build_context(settings, "FROM x\n").files
+    assert "notebooks/data.csv" not in names(build_context(settings, "FROM x\n"))
 
 
-def test_labels_are_one_last_dockerfile_step(tmp_path: Path) -> None:
-    settings = load_settings(project(tmp_path), environ={})
-    archive = build_context(settings, "FROM x\n").archive({"b": "2", "a": "1"})
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        member = tar.extractfile("Dockerfile")
-        assert member is not None
-        assert member.read().decode() == 'FROM x\nLABEL a="1" b="2"\n'
-
-
-def test_the_archive_and_digests_are_reproducible(tmp_path: Path) -> None:
+def test_the_archive_is_reproducible(tmp_path: Path) -> None:
     settings = load_settings(project(tmp_path), environ={})
     first = build_context(settings, "FROM x\n")
     (tmp_path / "notebooks" / "a.ipynb").touch()  # a new mtime alone changes nothing
-    second = build_context(settings, "FROM x\n")
-    assert first.archive({"k": "v"}) == second.archive({"k": "v"})
-    assert first.digest == second.digest
+    assert build_context(settings, "FROM x\n") == first
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        member = tar.extractfile("Dockerfile")
+        assert member is not None and member.read() == b"FROM x\n"
 
 
-def test_a_notebook_edit_changes_the_digest_but_not_the_environment(tmp_path: Path) -> None:
+def test_the_environment_digest_ignores_notebooks_but_not_dependencies(tmp_path: Path) -> None:
     settings = load_settings(project(tmp_path), environ={})
-    before = build_context(settings, "FROM x\n")
+    before = environment_digest("FROM x\n", "sha256:base", settings)
     (tmp_path / "notebooks" / "a.ipynb").write_text('{"edited": true}')
-    edited = build_context(settings, "FROM x\n")
-    assert edited.digest != before.digest
-    assert edited.environment_digest == before.environment_digest
+    assert environment_digest("FROM x\n", "sha256:base", settings) == before
+    assert environment_digest("FROM y\n", "sha256:base", settings) != before
+    assert environment_digest("FROM x\n", "sha256:other", settings) != before
     (tmp_path / "requirements.txt").write_text("tabulate\nsix\n")
-    assert build_context(settings, "FROM x\n").environment_digest != before.environment_digest
+    assert environment_digest("FROM x\n", "sha256:base", settings) != before

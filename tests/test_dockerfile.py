@@ -17,7 +17,7 @@ def example(tmp_path: Path, **env: str) -> Path:
     (tmp_path / "notebooks").mkdir(exist_ok=True)
     (tmp_path / "requirements.txt").write_text("tabulate\n")
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-    lines = {"BASE_IMAGE": "nbdock-base:bookworm", "CA_CERT": "ca.pem", **env}
+    lines = {"PROJECT_NAME": "example", "BASE_IMAGE": "nbdock-base:bookworm", "CA_CERT": "ca.pem", **env}
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
     return tmp_path
 

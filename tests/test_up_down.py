@@ -91,11 +91,13 @@ def test_a_saved_notebook_lands_on_the_host_and_belongs_to_the_user(served: Serv
 
 def test_a_second_up_changes_nothing(served: Served, docker_client: Any) -> None:
     (before,) = project_containers(docker_client, served.project.name)
+    image = docker_client.images.get(f"nbdock-{served.project.name}:latest").id
     again = served.project.invoke("up")
     assert again.returncode == 0, again.output
     assert again.last_line == served.result.last_line
-    assert "is up to date" in again.stdout
-    assert "Step 1/" not in again.stdout
+    steps = _steps(again.stdout)
+    assert steps and all(step.cached for step in steps if step.instruction.startswith(("RUN", "COPY")))
+    assert docker_client.images.get(f"nbdock-{served.project.name}:latest").id == image
     (after,) = project_containers(docker_client, served.project.name)
     assert after.id == before.id
     assert after.attrs["State"]["StartedAt"] == before.attrs["State"]["StartedAt"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from nbdock.dockerfile import CA_CERT_IN_CONTEXT, DOCKERFILE
@@ -22,48 +20,23 @@ ALWAYS_LEFT_OUT = {ENV_FILE, ".git", ".ipynb_checkpoints", "__pycache__", ".venv
 DEPENDENCY_FILES = ("requirements.txt", "apt.txt")
 
 
-@dataclass(frozen=True)
-class BuildContext:
-    """The files to send, by their path in the context; the Dockerfile is added when sending."""
-
-    dockerfile: str
-    environment: dict[str, bytes]
-    """requirements.txt, apt.txt, the CA bundle: what the installed environment depends on."""
-    notebooks: dict[str, tuple[bytes, bool]]
-    """notebooks/...: (content, executable)."""
-
-    @property
-    def files(self) -> list[str]:
-        return [DOCKERFILE, *self.environment, *self.notebooks]
-
-    @property
-    def environment_digest(self) -> str:
-        return _digest({DOCKERFILE: self.dockerfile.encode(), **self.environment})
-
-    @property
-    def digest(self) -> str:
-        notebooks = {name: data for name, (data, _) in self.notebooks.items()}
-        return _digest({"": self.environment_digest.encode(), **notebooks})
-
-    def archive(self, labels: Mapping[str, str]) -> bytes:
-        """The tar archive, reproducible byte for byte; `labels` are set in one last step."""
-        label_line = " ".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-        dockerfile = self.dockerfile.rstrip("\n") + f"\nLABEL {label_line}\n"
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            _add(archive, DOCKERFILE, dockerfile.encode())
-            for name, data in self.environment.items():
-                _add(archive, name, data)
-            _add_directory(archive, "notebooks")
-            for name, (data, executable) in self.notebooks.items():
-                _add(archive, name, data, executable)
-        return buffer.getvalue()
+def environment_files(settings: Settings) -> dict[str, bytes]:
+    """requirements.txt, apt.txt and the CA bundle: what the installed environment depends on."""
+    files = {
+        name: (settings.project_dir / name).read_bytes()
+        for name in DEPENDENCY_FILES
+        if (settings.project_dir / name).is_file()
+    }
+    if settings.ca_cert is not None:
+        files[CA_CERT_IN_CONTEXT] = settings.ca_cert.read_bytes()
+    return files
 
 
-def _digest(files: Mapping[str, bytes]) -> str:
-    hashed = hashlib.sha256()
-    for name, data in files.items():
-        hashed.update(f"{name}\0{len(data)}\0".encode() + data)
+def environment_digest(dockerfile_text: str, base_image_id: str, settings: Settings) -> str:
+    """Changes exactly when the image's installed environment would: not with the notebooks."""
+    hashed = hashlib.sha256(f"{base_image_id}\0{dockerfile_text}".encode())
+    for name, data in environment_files(settings).items():
+        hashed.update(f"\0{name}\0{len(data)}\0".encode() + data)
     return hashed.hexdigest()
 
 
@@ -114,17 +87,14 @@ def _add_directory(archive: tarfile.TarFile, name: str) -> None:
     archive.addfile(info)
 
 
-def build_context(settings: Settings, dockerfile_text: str) -> BuildContext:
-    """What the build needs, read from the project folder."""
-    environment = {
-        name: (settings.project_dir / name).read_bytes()
-        for name in DEPENDENCY_FILES
-        if (settings.project_dir / name).is_file()
-    }
-    if settings.ca_cert is not None:
-        environment[CA_CERT_IN_CONTEXT] = settings.ca_cert.read_bytes()
-    notebooks = {
-        name: (path.read_bytes(), bool(path.stat().st_mode & 0o111))
-        for path, name in notebook_files(settings)
-    }
-    return BuildContext(dockerfile_text, environment, notebooks)
+def build_context(settings: Settings, dockerfile_text: str) -> bytes:
+    """The tar archive to send; the same files give the same bytes, whatever their mtimes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        _add(archive, DOCKERFILE, dockerfile_text.encode())
+        for name, data in environment_files(settings).items():
+            _add(archive, name, data)
+        _add_directory(archive, "notebooks")
+        for path, name in notebook_files(settings):
+            _add(archive, name, path.read_bytes(), executable=bool(path.stat().st_mode & 0o111))
+    return buffer.getvalue()

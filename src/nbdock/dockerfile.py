@@ -49,6 +49,7 @@ def render(settings: Settings) -> str:
             venv=jupyter.VENV,
             home=jupyter.HOME,
             notebooks=jupyter.NOTEBOOKS,
+            labels=" ".join(f'{key}="{value}"' for key, value in sorted(settings.labels.items())),
         )
     except jinja2.TemplateSyntaxError as error:
         raise NbdockError(

@@ -187,6 +187,7 @@ class Execution:
             "command": ["sh", "-c", _RUN_SCRIPT, "papermill", *arguments],
             "detach": True,
             "init": True,
+            "healthcheck": {"test": ["NONE"]},  # no server to probe in a headless run
             "user": self.project.server_user,
             "labels": {**settings.labels, LABEL_ROLE: "execute"},
             "environment": {"NBDOCK_HTML": "1" if self.html else ""},

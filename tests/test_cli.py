@@ -1,0 +1,65 @@
+"""The command line: task listing, `nbdock init`, and clean errors outside Docker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, clean_environment, invoke
+
+TASKS = ["base", "build", "dockerfile", "down", "execute", "init", "ip", "logs", "run", "status",
+         "stop", "up", "url"]
+
+
+def nbdock(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nbdock", *args], cwd=folder,
+                          env=clean_environment(), capture_output=True, text=True, timeout=60)
+
+
+def test_invoke_lists_every_task_with_a_one_line_help() -> None:
+    listing = invoke(REPO, "--list")
+    assert listing.returncode == 0, listing.output
+    listed = {}
+    for line in listing.stdout.splitlines():
+        words = line.split(maxsplit=1)
+        if len(words) == 2 and line.startswith("  ") and not line.startswith("   "):
+            listed[words[0]] = words[1]
+    assert sorted(listed) == TASKS
+    assert all(help_text.strip() for help_text in listed.values())
+
+
+def test_nbdock_runs_the_same_tasks_without_a_tasks_file(tmp_path: Path) -> None:
+    result = nbdock(tmp_path, "--list")
+    assert result.returncode == 0
+    assert all(f"  {name} " in result.stdout for name in TASKS)
+    assert "--port" in nbdock(tmp_path, "--help", "up").stdout
+
+
+def test_init_writes_the_three_files_and_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text("# my own tasks\n")
+    first = nbdock(tmp_path, "init")
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "tasks.py").read_text() == "# my own tasks\n"
+    assert "Kept tasks.py" in first.stdout
+    assert (tmp_path / "Dockerfile.template").read_text() == (REPO / "Dockerfile.template").read_text()
+    assert (tmp_path / ".env.example").read_text() == (REPO / ".env.example").read_text()
+    template = tmp_path / "Dockerfile.template"
+    template.write_text("# changed\n")
+    assert nbdock(tmp_path, "init").returncode == 0
+    assert template.read_text() == "# changed\n"
+
+
+def test_the_copied_tasks_file_is_the_repositorys() -> None:
+    lines = [line for line in (REPO / "tasks.py").read_text().splitlines() if line.strip()]
+    assert len(lines) <= 3 and "from nbdock.tasks import ns" in lines[-1]
+
+
+def test_a_bad_setting_fails_cleanly_before_any_engine_work(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("HOST_IP=not-an-ip\n")
+    result = nbdock(tmp_path, "up")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"nbdock: HOST_IP in {tmp_path / '.env'} is invalid: 'not-an-ip' is not an IP address such "
+        "as 127.0.0.1; fix it (see .env.example for every setting)"
+    ]
