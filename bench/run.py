@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
 OWNER = (1234, 1234)  # under root, the projects belong to a user, as a checkout would
 TOKEN = "bench-token"
+EXECUTE_NOTEBOOKS = 4
 # Small pure-Python packages, one per (tool, run), so that no tool reuses another's pip layer.
 EXTRA_PACKAGES = [
     "toolz", "termcolor", "colorama", "more-itertools", "appdirs", "tomli-w", "docopt-ng",
@@ -236,11 +237,55 @@ def fmt(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def execute_rows(root: Path, base_image: str, runs: int) -> list[str]:
+    """K small notebooks: `invoke execute` serially and with --jobs 2, and papermill on the host."""
+    folder = make_folder(root, "bench-execute", base_image)
+    with (folder / ".env").open("a") as env:
+        env.write("EXECUTE=true\n")
+    shutil.rmtree(folder / "notebooks")
+    (folder / "notebooks").mkdir()
+    small = REPO / "tests" / "data" / "execute" / "greet.ipynb"
+    for index in range(EXECUTE_NOTEBOOKS):
+        shutil.copy(small, folder / "notebooks" / f"n{index}.ipynb")
+    if os.getuid() == 0:
+        for path in [folder, *folder.rglob("*")]:
+            os.chown(path, *OWNER)
+    run([sys.executable, "-m", "invoke", "build"], folder)
+    host_outputs = Path(tempfile.mkdtemp(prefix="nbdock-bench-papermill-"))
+
+    def on_host() -> None:
+        for notebook in sorted((folder / "notebooks").glob("*.ipynb")):
+            run([sys.executable, "-m", "papermill", "--no-progress-bar", str(notebook),
+                 str(host_outputs / notebook.name)], folder)
+
+    def median(action: Callable[[], object]) -> float:
+        return statistics.median(timed(action) for _ in range(runs))
+
+    serial = median(lambda: run([sys.executable, "-m", "invoke", "execute"], folder))
+    parallel = median(lambda: run([sys.executable, "-m", "invoke", "execute", "--jobs", "2"], folder))
+    host = median(on_host)
+    shutil.rmtree(host_outputs, ignore_errors=True)
+    run([sys.executable, "-m", "invoke", "down", "--image"], folder)
+    per_notebook = (serial - host) / EXECUTE_NOTEBOOKS
+    return [
+        "",
+        f"| {EXECUTE_NOTEBOOKS} small notebooks | time | vs papermill on the host |",
+        "|---|---|---|",
+        f"| papermill on the host, one after another | {fmt(host)} | 1.00x |",
+        f"| `invoke execute` | {fmt(serial)} | {serial / host:.2f}x "
+        f"({per_notebook:+.2f} s per notebook for its container) |",
+        f"| `invoke execute --jobs 2` | {fmt(parallel)} | {parallel / host:.2f}x |",
+    ]
+
+
 def benchmark(runs: int, base_image: str) -> list[str]:
     client = docker.from_env()
-    if not client.images.list(name=base_image):
+    try:
+        base_id = client.images.get(base_image).id
+    except docker.errors.ImageNotFound:
+        print(f"building the base image {base_image}", flush=True)
         run([sys.executable, "-m", "nbdock", "base", "--tag", base_image], REPO)
-    base_id = client.images.get(base_image).id
+        base_id = client.images.get(base_image).id
     root = Path(tempfile.mkdtemp(prefix="nbdock-bench-"))
     nbdock = Nbdock("bench-nbdock", make_folder(root, "bench-nbdock", base_image))
     cli = DockerCli("bench-cli", make_folder(root, "bench-cli", base_image), free_port())
@@ -368,13 +413,16 @@ def benchmark(runs: int, base_image: str) -> list[str]:
             over = seconds - floor_time
             lines.append(f"| {label} | {fmt(seconds)} | {over:+.2f} s | ≤ 0.35 s | "
                          f"{'met' if over <= 0.35 else 'not met'} |")
+
+        print("9. execute", flush=True)
+        lines += execute_rows(root, base_image, runs)
     finally:
         for tool in tools:
             try:
                 tool.down()
             except RuntimeError as error:
                 print(f"cleanup: {error}", file=sys.stderr)
-        for name in ("bench-nbdock", "bench-cli", "bench-compose"):
+        for name in ("bench-nbdock", "bench-cli", "bench-compose", "bench-execute"):
             for image in client.images.list(name=name):
                 client.images.remove(image.id, force=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from tests.conftest import (
     PROJECT_OWNER,
     REPO,
     Project,
+    clean_environment,
     new_project,
     project_containers,
     remove_containers,
@@ -108,3 +112,21 @@ def test_without_the_execute_setting_the_task_says_how_to_enable_it(project: Pro
     result = project.invoke("execute", NBDOCK_EXECUTE="false")
     assert result.returncode != 0
     assert "set EXECUTE=true" in result.stderr and "Traceback" not in result.output
+
+
+def test_ctrl_c_removes_the_running_containers(project: Project, docker_client: Any) -> None:
+    running = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "execute", "--notebook", "nap_a.ipynb", "--notebook",
+         "nap_b.ipynb", "--jobs", "2", "-p", "seconds=300"],
+        cwd=project.path, env=clean_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(project_containers(docker_client, project.name)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(project_containers(docker_client, project.name)) == 2
+    running.send_signal(signal.SIGINT)
+    _, stderr = running.communicate(timeout=60)
+    assert running.returncode == 130
+    assert "Traceback" not in stderr and stderr.strip().endswith("nbdock: interrupted")
+    assert project_containers(docker_client, project.name) == []

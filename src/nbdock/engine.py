@@ -87,6 +87,11 @@ def connect() -> DockerClient:
         return docker.DockerClient(base_url=address, tls=tls or False)
     except (docker.errors.DockerException, OSError) as error:
         reason = str(error).replace("Error while fetching server API version: ", "")
+        if "Permission denied" in reason:
+            raise NbdockError(
+                f"you may not use the Docker engine at {address} (permission denied); add your "
+                "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
+            ) from None
         raise NbdockError(
             f"cannot reach the Docker engine at {address} ({reason}); start it (`sudo dockerd &` "
             "or Docker Desktop) or point DOCKER_HOST at a running engine"

@@ -145,7 +145,11 @@ class Project:
         }, sort_keys=True).encode()).hexdigest()
 
     def containers(self) -> list[Container]:
+        """All of this project's containers: servers and headless runs."""
         return engine.project_containers(self.client, LABEL_PROJECT, self.settings.project_name)
+
+    def server_containers(self) -> list[Container]:
+        return [c for c in self.containers() if LABEL_SERVER in c.labels]
 
     def run(self) -> Server:
         """Start the server (or keep the one already running as wanted) and wait until it answers."""
@@ -159,7 +163,7 @@ class Project:
             )
         user = self.server_user
         wanted = self._wanted_server(user)
-        ours = [c for c in self.containers() if LABEL_SERVER in c.labels]
+        ours = self.server_containers()
         same_name = engine.container_named(self.client, settings.container_name)
         if same_name is not None and same_name.id not in {c.id for c in ours}:
             raise NbdockError(
@@ -261,7 +265,7 @@ class Project:
 
     def server(self) -> Server:
         """The running server of this project."""
-        for container in self.containers():
+        for container in self.server_containers():
             port = engine.published_port(container, self.settings.container_port)
             if container.status == "running" and port is not None:
                 token = engine.container_env(container).get("JUPYTER_TOKEN", "")
@@ -272,8 +276,14 @@ class Project:
         )
 
     def status(self) -> list[ContainerStatus]:
+        current = engine.image_attrs(self.client, self.settings.image_name) or {}
         rows = []
         for container in self.containers():
+            image_id = str(container.attrs.get("Image", ""))
+            image = (
+                self.settings.image_name if image_id == current.get("Id")
+                else f"{image_id.removeprefix('sha256:')[:12]} (an earlier build)"
+            )
             state = container.attrs.get("State", {})
             port = engine.published_port(container, self.settings.container_port)
             token = engine.container_env(container).get("JUPYTER_TOKEN", "")
@@ -282,17 +292,18 @@ class Project:
                 name=str(container.name),
                 state=str(container.status),
                 health=str(state.get("Health", {}).get("Status", "-")),
-                image=str(container.attrs.get("Config", {}).get("Image", "")),
+                image=image,
                 url=jupyter.lab_url(self.browser_host, port, token) if running and port else None,
             ))
         return rows
 
     def logs(self, follow: bool = False) -> None:
         """Print the server's log; with follow, keep printing until Ctrl-C."""
-        containers = self.containers()
+        containers = self.server_containers()
         if not containers:
             raise NbdockError(
-                f"project {self.settings.project_name} has no container; start one with `invoke up`"
+                f"project {self.settings.project_name} has no server container; start one with "
+                "`invoke up`"
             )
         container = containers[0]
         with engine.translated(f"reading the log of {container.name}"):
@@ -309,7 +320,7 @@ class Project:
     def addresses(self) -> tuple[str, str | None]:
         """(the address a browser uses, the container's own address on its network or None)."""
         container_ip = None
-        for container in self.containers():
+        for container in self.server_containers():
             if container.status == "running":
                 container_ip = engine.container_address(container)
         return self.browser_host, container_ip
