@@ -1,6 +1,6 @@
 """Benchmark nbdock against the plain docker CLI and docker-compose on the example project.
 
-    python bench/run.py [--runs N] [--quick] [--base-image NAME] [--write]
+    python -m bench.run [--runs N] [--quick] [--base-image NAME] [--write]
 
 Each tool gets its own copy of the example project and the same Dockerfile (the one nbdock
 renders), builds on the same local base image, publishes on 127.0.0.1 and mounts the notebooks.
@@ -34,6 +34,7 @@ import docker
 from nbdock.context import build_context
 from nbdock.dockerfile import CA_CERT_IN_CONTEXT, render
 from nbdock.settings import load_settings
+from tests.conftest import remove_images_built_on
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -214,16 +215,6 @@ def make_folder(root: Path, name: str, base_image: str) -> Path:
     return folder
 
 
-def purge(client: Any, base_id: str) -> None:
-    """Remove every image built on the base: the next build starts cold."""
-    for image_id in client.api.images(all=True, quiet=True):
-        ancestor = image_id
-        while ancestor and ancestor != base_id:
-            ancestor = client.api.inspect_image(ancestor).get("Parent", "")
-        if ancestor == base_id and image_id != base_id:
-            client.api.remove_image(image_id, force=True)
-
-
 def du(client: Any, image: str, path: str) -> int:
     output = client.containers.run(image, ["du", "-sb", path], remove=True, user="0")
     return int(output.decode().split()[0])
@@ -310,8 +301,9 @@ def benchmark(runs: int, base_image: str) -> list[str]:
         return row
 
     def start_cold(tool: Tool, index: int) -> None:
-        tool.down()
-        purge(client, base_id)
+        for each in tools:
+            each.down()
+        remove_images_built_on(client, base_id)
 
     try:
         print("1. cold up", flush=True)
@@ -441,7 +433,7 @@ def main() -> None:
     header = [
         f"Measured {datetime.date.today()} on {platform.node() or 'this machine'}: {os.cpu_count()} cores, "
         f"{platform.platform()}, Docker {docker.from_env().version()['Version']}; "
-        f"median of {runs} run(s); `python bench/run.py{' --quick' if arguments.quick else ''}`.",
+        f"median of {runs} run(s); `python -m bench.run{' --quick' if arguments.quick else ''}`.",
         "",
     ]
     print("\n".join(header + lines))

@@ -6,6 +6,7 @@ missing engine fails the Docker tests instead of skipping them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -72,12 +73,21 @@ def docker_client() -> Any:
     return client
 
 
-def _descends_from(client: Any, image_id: str, ancestor: str) -> bool:
-    while image_id:
-        if image_id == ancestor:
-            return True
-        image_id = client.api.inspect_image(image_id).get("Parent", "")
-    return False
+def remove_images_built_on(client: Any, base_id: str) -> None:
+    """Remove every image (tagged or intermediate) whose chain of parents leads to `base_id`."""
+    import docker.errors
+
+    parents = {image["Id"]: image.get("ParentId", "") for image in client.api.images(all=True)}
+    depth: dict[str, int] = {}  # how many parents lie between an image and the base
+    for image_id in parents:
+        ancestor, steps = parents[image_id], 1
+        while ancestor and ancestor != base_id:
+            ancestor, steps = parents.get(ancestor, ""), steps + 1
+        if ancestor == base_id:
+            depth[image_id] = steps
+    for image_id in sorted(depth, key=depth.__getitem__, reverse=True):  # children first
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_image(image_id, force=True)
 
 
 @pytest.fixture(scope="session")
@@ -99,10 +109,7 @@ def base_image(docker_client: Any) -> Iterator[str]:
     yield BASE_IMAGE
     if keep:
         return
-    images = docker_client.api.images(all=True, quiet=True)
-    for image_id in reversed(images):  # newest first, so children go before parents
-        if image_id != base_id and _descends_from(docker_client, image_id, base_id):
-            docker_client.api.remove_image(image_id, force=True)
+    remove_images_built_on(docker_client, base_id)
     docker_client.api.remove_image(base_id, force=True)
 
 

@@ -63,12 +63,11 @@ def render(settings: Settings) -> str:
         ) from None
 
 
-def write(settings: Settings) -> str:
-    """Write Dockerfile into the project folder (untouched when the text is the same); its text.
+def write(settings: Settings, text: str) -> Path:
+    """Write the rendered `text` to Dockerfile in the project folder (untouched when the same).
 
     A Dockerfile that nbdock did not generate is the user's work: it is never overwritten.
     """
-    text = render(settings)
     target = settings.project_dir / DOCKERFILE
     if target.exists():
         current = target.read_text(encoding="utf-8", errors="replace")
@@ -79,11 +78,11 @@ def write(settings: Settings) -> str:
                 f"{default_file(TEMPLATE)})"
             )
         if current == text:
-            return text
+            return target
     if GENERATED_MARKER not in text:
         raise NbdockError(
             f"{template_path(settings)} does not produce the line '{GENERATED_MARKER}: ...'; "
             "keep that line in the template so nbdock can tell its Dockerfile from yours"
         )
     target.write_text(text, encoding="utf-8")
-    return text
+    return target

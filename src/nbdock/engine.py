@@ -183,17 +183,25 @@ def start(client: DockerClient, options: Mapping[str, Any], host_ip: str, host_p
     with translated(f"creating the container {options.get('name')}"):
         container = client.containers.create(**options)
     try:
+        start_again(container, host_ip, host_port)
+    except NbdockError:
+        remove(container)
+        raise
+    return container
+
+
+def start_again(container: Container, host_ip: str, host_port: int) -> None:
+    """Start a created or stopped container, naming a taken port plainly."""
+    try:
         with translated(f"starting the container {container.name}"):
             container.start()
     except NbdockError as error:
-        remove(container)
         if any(hint in str(error) for hint in _PORT_TAKEN):
             raise NbdockError(
                 f"port {host_port} on {host_ip} is already in use; stop what uses it, or set "
                 "HOST_PORT in .env to another port (0 picks a free one)"
             ) from None
         raise
-    return container
 
 
 def stop(container: Container, timeout: int = STOP_TIMEOUT) -> None:

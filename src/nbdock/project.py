@@ -61,6 +61,10 @@ class Project:
         return engine.connect()
 
     @cached_property
+    def dockerfile_text(self) -> str:
+        return dockerfile.render(self.settings)
+
+    @cached_property
     def browser_host(self) -> str:
         """The host a browser on this machine uses: the engine's host if remote, else HOST_IP."""
         remote = engine.remote_host(engine.engine_address())
@@ -76,8 +80,8 @@ class Project:
         With nothing changed every step is cached, and the build costs about a tenth of a second.
         """
         settings = self.settings
-        text = dockerfile.write(settings)
-        archive = build_context(settings, text)
+        dockerfile.write(settings, self.dockerfile_text)
+        archive = build_context(settings, self.dockerfile_text)
         console.info(
             f"Building {settings.image_name} from {settings.base_image} "
             f"({len(archive) / 1024:.1f} KiB of context)"
@@ -131,7 +135,7 @@ class Project:
         settings = self.settings
         base = engine.image_attrs(self.client, settings.base_image)
         environment = environment_digest(
-            dockerfile.render(settings), base["Id"] if base else "", settings
+            self.dockerfile_text, base["Id"] if base else "", settings
         )
         return hashlib.sha256(json.dumps({
             "environment": environment,
@@ -200,8 +204,7 @@ class Project:
             console.info(f"{container.name} is already running.")
             return self._until_ready(container, reused=True)
         console.info(f"Starting {container.name} again.")
-        with engine.translated(f"starting the container {container.name}"):
-            container.start()
+        engine.start_again(container, self.settings.host_ip, self.settings.host_port)
         return self._until_ready(container, reused=True)
 
     def _until_ready(self, container: Container, reused: bool) -> Server:

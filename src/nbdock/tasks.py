@@ -76,8 +76,7 @@ def dockerfile(c: Context) -> None:
     from nbdock import dockerfile as rendering
 
     settings = _settings()
-    rendering.write(settings)
-    console.info(f"Wrote {settings.project_dir / rendering.DOCKERFILE}")
+    console.info(f"Wrote {rendering.write(settings, rendering.render(settings))}")
 
 
 @nbdock_task(flags=_BUILD_FLAGS)
