@@ -52,6 +52,7 @@ def test_the_archive_is_reproducible(tmp_path: Path) -> None:
     first = build_context(settings, "FROM x\n")
     (tmp_path / "notebooks" / "a.ipynb").touch()  # a new mtime alone changes nothing
     assert build_context(settings, "FROM x\n") == first
+    assert len(first) % tarfile.BLOCKSIZE == 0 and first.endswith(bytes(2 * tarfile.BLOCKSIZE))
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         member = tar.extractfile("Dockerfile")
         assert member is not None and member.read() == b"FROM x\n"

@@ -97,4 +97,7 @@ def build_context(settings: Settings, dockerfile_text: str) -> bytes:
         _add_directory(archive, "notebooks")
         for path, name in notebook_files(settings):
             _add(archive, name, path.read_bytes(), executable=bool(path.stat().st_mode & 0o111))
-    return buffer.getvalue()
+        end = archive.offset + 2 * tarfile.BLOCKSIZE
+    # The archive ends with two zero blocks; tarfile then pads it to a 10 KiB record, which
+    # the engine does not need. Leaving the padding out keeps a small context small.
+    return buffer.getvalue()[:end]

@@ -12,7 +12,7 @@ from typing import Literal
 HOME = "/home/nbdock"
 NOTEBOOKS = f"{HOME}/notebooks"
 VENV = "/opt/nbdock/venv"
-POLL_INTERVAL = 0.1
+POLL_INTERVAL = 0.05
 
 
 def server_command(port: int, allow_root: bool = False) -> list[str]:
