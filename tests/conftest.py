@@ -59,6 +59,18 @@ def invoke(project: Path, *args: str, **env: str) -> Result:
     return Result(completed.returncode, completed.stdout, completed.stderr)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def build_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """nbdock's build records go to a folder of the test run's own, not the user's cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["XDG_CACHE_HOME"])
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
     import docker
