@@ -135,9 +135,12 @@ class Execution:
         self._stopping = False
 
     def run_all(self, notebooks: list[str], jobs: int) -> list[Outcome]:
+        # Output folders are made here, one after another: parallel workers making the same
+        # folder would race.
+        outputs = {notebook: self._prepare_output(notebook) for notebook in notebooks}
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
-            futures = [pool.submit(self.run_one, notebook) for notebook in notebooks]
+            futures = [pool.submit(self.run_one, notebook, outputs[notebook]) for notebook in notebooks]
             return [future.result() for future in futures]
         finally:
             # On Ctrl-C or an error: removing the containers ends the waits of the workers.
@@ -174,9 +177,8 @@ class Execution:
                 os.chown(folder, uid, gid)
         return output
 
-    def run_one(self, notebook: str) -> Outcome:
+    def run_one(self, notebook: str, output: Path) -> Outcome:
         settings = self.project.settings
-        output = self._prepare_output(notebook)
         in_container = f"{jupyter.NOTEBOOKS}/{notebook}"
         arguments = [in_container, f"{OUTPUTS}/{notebook}", "--cwd", str(Path(in_container).parent),
                      "--log-output", "--no-progress-bar"]
