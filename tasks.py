@@ -1,3 +1,1 @@
-"""Tasks for a folder of notebooks: `invoke --list` shows them, `invoke up` starts Jupyter."""
-
-from nbdock.tasks import ns  # noqa: F401
+src/nbdock/defaults/tasks.py
