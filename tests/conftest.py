@@ -1,67 +1,24 @@
-"""Fixtures for tests against a real Docker engine.
-
-Every container and image a test creates is tracked and removed afterwards. With CI=true a
-missing engine fails the Docker tests instead of skipping them.
-"""
+"""Fixtures. Docker tests fail, not skip, when CI=true and no engine answers."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import secrets
-import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-LABEL_PROJECT = "io.nbdock.project"
-# A uid and gid that are neither root nor the image's own user (1000): the common case.
-PROJECT_OWNER = (1234, 1234)
-BASE_IMAGE = "nbdock-test-base:latest"
-URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)$")
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    @property
-    def last_line(self) -> str:
-        lines = self.stdout.strip().splitlines()
-        return lines[-1] if lines else ""
-
-
-def clean_environment(**extra: str) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("NBDOCK_")}
-    environment.update(PYTHONUNBUFFERED="1", **extra)
-    return environment
-
-
-def invoke(project: Path, *args: str, **env: str) -> Result:
-    """Run `invoke ARGS` in `project` as a user would, with the project's own tasks.py."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=project, env=clean_environment(**env), capture_output=True, text=True, timeout=900,
-    )
-    return Result(completed.returncode, completed.stdout, completed.stderr)
+from tests.helpers.images import remove_images_built_on
+from tests.helpers.projects import BASE_IMAGE, REPO, ProjectCopy, clean_environment, new_project
+from tests.helpers.tracker import Tracker
 
 
 @pytest.fixture(scope="session", autouse=True)
-def build_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """nbdock's build records go to a folder of the test run's own, not the user's cache."""
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """nbdock's cache (build records, tokens) goes to a folder of the test run's own."""
     before = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     yield Path(os.environ["XDG_CACHE_HOME"])
@@ -83,23 +40,6 @@ def docker_client() -> Any:
             pytest.fail(f"CI=true but no Docker engine answers: {error}")
         pytest.skip(f"no Docker engine answers: {error}")
     return client
-
-
-def remove_images_built_on(client: Any, base_id: str) -> None:
-    """Remove every image (tagged or intermediate) whose chain of parents leads to `base_id`."""
-    import docker.errors
-
-    parents = {image["Id"]: image.get("ParentId", "") for image in client.api.images(all=True)}
-    depth: dict[str, int] = {}  # how many parents lie between an image and the base
-    for image_id in parents:
-        ancestor, steps = parents[image_id], 1
-        while ancestor and ancestor != base_id:
-            ancestor, steps = parents.get(ancestor, ""), steps + 1
-        if ancestor == base_id:
-            depth[image_id] = steps
-    for image_id in sorted(depth, key=depth.__getitem__, reverse=True):  # children first
-        with contextlib.suppress(docker.errors.NotFound):
-            client.api.remove_image(image_id, force=True)
 
 
 @pytest.fixture(scope="session")
@@ -125,83 +65,26 @@ def base_image(docker_client: Any) -> Iterator[str]:
     docker_client.api.remove_image(base_id, force=True)
 
 
-def project_containers(client: Any, project: str) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}))
+@pytest.fixture
+def tracker(docker_client: Any) -> Iterator[Tracker]:
+    """Everything the test makes on the engine, removed afterwards (also when it fails).
 
-
-@dataclass
-class Project:
-    path: Path
-    name: str
-
-    @property
-    def notebooks(self) -> Path:
-        return self.path / "notebooks"
-
-    def invoke(self, *args: str, **env: str) -> Result:
-        return invoke(self.path, *args, **env)
-
-    def write_env(self, **settings: str) -> None:
-        lines = [f"{key}={value}" for key, value in settings.items()]
-        (self.path / ".env").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for child in path.rglob("*"):
-        os.chown(child, uid, gid, follow_symlinks=False)
-
-
-def new_project(
-    tmp_path_factory: pytest.TempPathFactory,
-    base_image: str,
-    settings: Mapping[str, str],
-    notebooks: Path = REPO / "notebooks",
-) -> Project:
-    """A copy of the example project under its own name, owned (under root) by PROJECT_OWNER."""
-    name = f"nbdock-test-{secrets.token_hex(4)}"
-    path = tmp_path_factory.mktemp(name)
-    shutil.copytree(notebooks, path / "notebooks")
-    shutil.copy(REPO / "requirements.txt", path)
-    shutil.copy(REPO / "tasks.py", path)
-    project = Project(path, name)
-    project.write_env(**{"PROJECT_NAME": name, "BASE_IMAGE": base_image, "HOST_PORT": "0", **settings})
-    if os.getuid() == 0:
-        _chown_tree(path, *PROJECT_OWNER)
-    return project
-
-
-def remove_containers(client: Any, project: Project) -> None:
-    for container in project_containers(client, project.name):
-        container.remove(force=True)
+    Images stay until the session ends, so that later tests reuse their cached layers.
+    """
+    made = Tracker(docker_client)
+    yield made
+    made.cleanup(images=False)
 
 
 @pytest.fixture
 def make_project(
-    tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_client: Any
-) -> Iterator[Callable[..., Project]]:
-    """Copies of the example project; their containers are removed after the test."""
-    made: list[Project] = []
+    tmp_path_factory: pytest.TempPathFactory, base_image: str, tracker: Tracker
+) -> Callable[..., ProjectCopy]:
+    """Copies of the example project; all they made on the engine is removed after the test."""
 
-    def make(**settings: str) -> Project:
-        made.append(new_project(tmp_path_factory, base_image, settings))
-        return made[-1]
+    def make(notebooks: Path = REPO / "notebooks", **settings: str) -> ProjectCopy:
+        project = new_project(tmp_path_factory.mktemp("project"), base_image, settings, notebooks)
+        tracker.project(project.name)
+        return project
 
-    yield make
-    for project in made:
-        remove_containers(docker_client, project)
-
-
-@pytest.fixture
-def tracked(docker_client: Any) -> Iterator[Callable[..., Any]]:
-    """Start containers for a test (decoys, standalone runs) and remove them all afterwards."""
-    started: list[Any] = []
-
-    def run(image: str, **options: Any) -> Any:
-        container = docker_client.containers.run(image, detach=True, **options)
-        started.append(container)
-        return container
-
-    yield run
-    for container in started:
-        container.remove(force=True)
+    return make

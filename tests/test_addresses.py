@@ -31,6 +31,14 @@ def test_urls_bracket_ipv6_hosts() -> None:
     assert jupyter.base_url("::1", 9000) == "http://[::1]:9000"
 
 
+@pytest.mark.parametrize("token", ["lab#2024+team", "a&b=c", "100%", "x?y/z", "schön"])
+def test_every_token_is_percent_encoded_in_the_url(token: str) -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    url = jupyter.lab_url("127.0.0.1", 8888, token)
+    assert parse_qs(urlparse(url).query) == {"token": [token]}
+
+
 def test_tokens_are_long_and_fresh() -> None:
     first, second = jupyter.new_token(), jupyter.new_token()
     assert first != second and len(first) == 48 and int(first, 16) >= 0

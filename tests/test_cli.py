@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import re
 from pathlib import Path
 
-from tests.conftest import REPO, clean_environment, invoke
+import pytest
+
+from nbdock.settings import KNOWN_KEYS
+from nbdock.tasks import SETTING_FLAGS, ns
+from tests.helpers.projects import REPO, invoke, nbdock
 
 TASKS = ["base", "build", "dockerfile", "down", "execute", "init", "ip", "logs", "run", "status",
          "stop", "up", "url"]
-
-
-def nbdock(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "nbdock", *args], cwd=folder,
-                          env=clean_environment(), capture_output=True, text=True, timeout=60)
+# A value each setting refuses.
+INVALID = {
+    "HOST_PORT": "abc", "HOST_IP": "nowhere", "BASE_IMAGE": "Not An Image", "EXECUTE_TIMEOUT": "abc",
+    "KERNEL": "no kernel!", "BASE_MIRROR": "mirror.example", "TRAIN_WORKERS": "many",
+    "TRAIN_BACKEND": "slurm", "TRAIN_TIMEOUT": "-1", "REGISTRY": "http://registry",
+}
 
 
 def test_invoke_lists_every_task_with_a_one_line_help() -> None:
@@ -36,13 +40,35 @@ def test_nbdock_runs_the_same_tasks_without_a_tasks_file(tmp_path: Path) -> None
     assert "--port" in nbdock(tmp_path, "--help", "up").stdout
 
 
+def test_every_flag_that_feeds_a_setting_is_declared() -> None:
+    for name, task in ns.tasks.items():
+        for flag, text in task.help.items():
+            mentioned = [key for key in re.findall(r"\(([A-Z_]+)", text) if key in KNOWN_KEYS]
+            if mentioned:
+                assert SETTING_FLAGS[name][flag.replace("-", "_")] == mentioned[0], (name, flag)
+
+
+@pytest.mark.parametrize(
+    ("task", "flag", "key"),
+    [(task, flag, key) for task, flags in SETTING_FLAGS.items() for flag, key in flags.items()],
+)
+def test_a_bad_flag_value_names_the_flag_as_typed(tmp_path: Path, task: str, flag: str, key: str) -> None:
+    typed = "--" + flag.replace("_", "-")
+    (tmp_path / "notebooks").mkdir()
+    result = nbdock(tmp_path, *task.split(), typed, INVALID[key])
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.message.startswith(f"nbdock: {key} in the {typed} flag is invalid: "), result.output
+
+
 def test_init_writes_the_three_files_and_never_overwrites(tmp_path: Path) -> None:
     (tmp_path / "tasks.py").write_text("# my own tasks\n")
     first = nbdock(tmp_path, "init")
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "tasks.py").read_text() == "# my own tasks\n"
     assert "Kept tasks.py" in first.stdout
-    assert (tmp_path / "Dockerfile.template").read_text() == (REPO / "Dockerfile.template").read_text()
+    defaults = REPO / "src" / "nbdock" / "defaults"
+    assert (tmp_path / "Dockerfile.template").read_text() == (defaults / "Dockerfile.template").read_text()
     assert (tmp_path / ".env.example").read_text() == (REPO / ".env.example").read_text()
     template = tmp_path / "Dockerfile.template"
     template.write_text("# changed\n")

@@ -7,50 +7,92 @@ from pathlib import Path
 import pytest
 
 from nbdock import dockerfile
+from nbdock.context import ContextPlan, plan_context
+from nbdock.environment import read_environment
 from nbdock.errors import NbdockError
 from nbdock.settings import load_settings
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def plan(folder: Path) -> ContextPlan:
+    settings = load_settings(folder, environ={})
+    return plan_context(settings, read_environment(folder))
+
+
+def render(folder: Path, execute: bool = False) -> str:
+    return dockerfile.render(plan(folder), execute=execute)
+
+
 def example(tmp_path: Path, **env: str) -> Path:
     (tmp_path / "notebooks").mkdir(exist_ok=True)
     (tmp_path / "requirements.txt").write_text("tabulate\n")
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-    lines = {"PROJECT_NAME": "example", "BASE_IMAGE": "nbdock-base:bookworm", "CA_CERT": "ca.pem", **env}
+    lines = {"PROJECT_NAME": "example", "BASE_IMAGE": "nbdock-base:bookworm", "CA_CERT": "ca.pem",
+             "JUPYTER_PACKAGES": "jupyterlab>=4.6,<5", **env}
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
     return tmp_path
 
 
 def test_the_default_template_renders_the_expected_dockerfile(tmp_path: Path) -> None:
-    settings = load_settings(example(tmp_path), environ={})
-    assert dockerfile.render(settings) == (DATA / "Dockerfile.expected").read_text()
+    text = render(example(tmp_path))
+    checkout = load_settings(tmp_path, environ={}).checkout_id
+    assert text.replace(checkout, "CHECKOUT") == (DATA / "Dockerfile.expected").read_text()
 
 
 def test_rendering_is_deterministic_and_follows_the_files(tmp_path: Path) -> None:
-    settings = load_settings(example(tmp_path), environ={})
-    first = dockerfile.render(settings)
-    assert dockerfile.render(settings) == first
-    assert "COPY requirements.txt" in first and "apt-get" not in first
+    first = render(example(tmp_path))
+    assert render(tmp_path) == first
+    assert "COPY --chown=1000:1000 requirements.txt" in first and "apt-get" not in first
     (tmp_path / "apt.txt").write_text("graphviz\n")
     (tmp_path / "requirements.txt").unlink()
-    changed = dockerfile.render(settings)
+    changed = render(tmp_path)
     assert "COPY apt.txt" in changed and "requirements.txt" not in changed
 
 
+def test_package_specifiers_are_quoted_for_the_shell(tmp_path: Path) -> None:
+    text = render(example(tmp_path, EXECUTE_PACKAGES="papermill>=2.6 nbconvert<8"), execute=True)
+    assert "/bin/pip install 'jupyterlab>=4.6,<5' \\\n" in text
+    assert "/bin/pip install 'papermill>=2.6' 'nbconvert<8'\n" in text
+
+
 def test_dependencies_are_installed_before_the_notebooks_are_copied(tmp_path: Path) -> None:
-    text = dockerfile.render(load_settings(example(tmp_path, EXECUTE="true"), environ={}))
+    text = render(example(tmp_path), execute=True)
     notebooks = text.index("COPY --chown=1000:1000 notebooks/")
-    for step in ("pip install jupyterlab", "pip install papermill", "pip install -r"):
-        assert text.index(step) < notebooks
+    for step in ("pip install 'jupyterlab", "pip install papermill", "pip install -r"):
+        assert 0 < text.index(step) < notebooks
+
+
+def test_the_execution_image_only_adds_the_execution_packages(tmp_path: Path) -> None:
+    serving, execution = render(example(tmp_path)), render(tmp_path, execute=True)
+    added = [line for line in execution.splitlines() if line not in serving.splitlines()]
+    assert added == ["RUN umask 0002 && /opt/nbdock/venv/bin/pip install papermill==2.7.0 nbconvert==7.17.2 "
+                     "ipykernel==7.4.0"]
 
 
 def test_the_ca_bundle_stays_in_the_build_stage(tmp_path: Path) -> None:
-    text = dockerfile.render(load_settings(example(tmp_path), environ={}))
+    text = render(example(tmp_path))
     final_stage = text[text.rindex("\nFROM ") :]
-    assert "ca.pem" in text and "ca.pem" not in final_stage
-    without = dockerfile.render(load_settings(example(tmp_path, CA_CERT=""), environ={}))
-    assert "ca.pem" not in without
+    assert "COPY .nbdock/ca.pem" in text and "ca.pem" not in final_stage
+    assert "cp \"$PIP_CERT\" .nbdock/ca.pem" in text.splitlines()[3]
+    without = render(example(tmp_path, CA_CERT=""))
+    assert "ca.pem" not in without and "docker build ." in without.splitlines()[1]
+
+
+def test_linked_data_and_environment_files_are_copied_from_their_own_places(tmp_path: Path) -> None:
+    example(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.csv").write_text("1\n")
+    (tmp_path / "notebooks" / "data").symlink_to("../data")
+    (tmp_path / "binder").mkdir()
+    (tmp_path / "binder" / "requirements.txt").write_text("-r base.txt\n")
+    (tmp_path / "binder" / "base.txt").write_text("six\n")
+    (tmp_path / "binder" / "postBuild").write_text("#!/bin/sh\necho built > $HOME/built\n")
+    text = render(tmp_path)
+    assert "COPY --chown=1000:1000 data /home/nbdock/data\n" in text
+    assert "COPY --chown=1000:1000 binder/base.txt /opt/nbdock/project/binder/base.txt\n" in text
+    assert "pip install -r binder/requirements.txt\n" in text
+    assert "./binder/postBuild" in text and "COPY --from=environment /home/nbdock /home/nbdock" in text
 
 
 def test_a_projects_own_template_wins(tmp_path: Path) -> None:
@@ -58,29 +100,27 @@ def test_a_projects_own_template_wins(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile.template").write_text(
         "# Generated by nbdock from Dockerfile.template\nFROM {{ base_image }}\n"
     )
-    settings = load_settings(tmp_path, environ={})
-    assert dockerfile.render(settings).endswith("FROM nbdock-base:bookworm\n")
+    assert render(tmp_path).endswith("FROM nbdock-base:bookworm\n")
 
 
 def test_an_unknown_template_variable_is_an_error(tmp_path: Path) -> None:
     example(tmp_path)
     (tmp_path / "Dockerfile.template").write_text("FROM {{ no_such_value }}\n")
     with pytest.raises(NbdockError, match="no_such_value"):
-        dockerfile.render(load_settings(tmp_path, environ={}))
+        render(tmp_path)
 
 
 def test_write_never_overwrites_a_dockerfile_it_did_not_generate(tmp_path: Path) -> None:
-    settings = load_settings(example(tmp_path), environ={})
+    text = render(example(tmp_path))
     target = tmp_path / "Dockerfile"
-    assert dockerfile.write(settings, dockerfile.render(settings)) == target
-    assert target.read_text() == dockerfile.render(settings)
+    assert dockerfile.write(tmp_path, text) == target
+    assert target.read_text() == text
     target.write_text("FROM scratch\n")
     with pytest.raises(NbdockError, match="not generated by nbdock"):
-        dockerfile.write(settings, dockerfile.render(settings))
+        dockerfile.write(tmp_path, text)
     assert target.read_text() == "FROM scratch\n"
 
 
-def test_the_packaged_template_is_the_repositorys() -> None:
+def test_the_repositorys_template_is_the_packaged_one() -> None:
     repository_template = Path(__file__).resolve().parent.parent / "Dockerfile.template"
-    packaged = dockerfile.default_file("Dockerfile.template")
-    assert packaged.read_text() == repository_template.read_text()
+    assert repository_template.resolve() == dockerfile.default_file("Dockerfile.template").resolve()

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from nbdock.dockerfile import default_file
-from tests.conftest import Project, Result, project_containers
+from tests.helpers.projects import ProjectCopy as Project
+from tests.helpers.projects import Result
+from tests.helpers.tracker import project_containers
 
 pytestmark = pytest.mark.docker
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,15 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    PROJECT_OWNER,
-    REPO,
-    Project,
-    clean_environment,
-    new_project,
-    project_containers,
-    remove_containers,
-)
+from tests.helpers.projects import REPO, ProjectCopy, clean_environment, new_project, owner
+from tests.helpers.tracker import Tracker, project_containers
 
 pytestmark = pytest.mark.docker
 DATA = REPO / "tests" / "data" / "execute"
@@ -32,10 +24,12 @@ DATA = REPO / "tests" / "data" / "execute"
 @pytest.fixture(scope="module")
 def project(
     tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_client: Any
-) -> Iterator[Project]:
-    made = new_project(tmp_path_factory, base_image, {"EXECUTE": "true"}, notebooks=DATA)
+) -> Iterator[ProjectCopy]:
+    tracker = Tracker(docker_client)
+    made = new_project(tmp_path_factory.mktemp("execute"), base_image, {}, notebooks=DATA)
+    tracker.project(made.name)
     yield made
-    remove_containers(docker_client, made)
+    tracker.cleanup(images=False)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -48,7 +42,7 @@ def outputs_of(notebook: Path) -> list[str]:
 
 
 def test_execute_injects_typed_parameters_and_shows_the_failing_cell(
-    project: Project, docker_client: Any
+    project: ProjectCopy, docker_client: Any
 ) -> None:
     sources = digests(project.notebooks)
     result = project.invoke(
@@ -63,8 +57,7 @@ def test_execute_injects_typed_parameters_and_shows_the_failing_cell(
     assert "hello ada: count=3 (int), rate=0.5 (float)\n" in outputs_of(greeted)
     assert (project.path / "outputs" / "greet.html").is_file()
     assert (project.path / "outputs" / "fails.ipynb").is_file()
-    owner = PROJECT_OWNER if os.getuid() == 0 else (os.getuid(), os.getgid())
-    assert (greeted.stat().st_uid, greeted.stat().st_gid) == owner
+    assert (greeted.stat().st_uid, greeted.stat().st_gid) == owner()
 
     assert "failing cell:" in result.stdout
     assert "    check(42)" in result.stdout
@@ -79,7 +72,7 @@ def test_execute_injects_typed_parameters_and_shows_the_failing_cell(
 
 
 def test_a_notebook_past_the_timeout_is_stopped_and_reported(
-    project: Project, docker_client: Any
+    project: ProjectCopy, docker_client: Any
 ) -> None:
     result = project.invoke("execute", "--notebook", "nap_a.ipynb", "-p", "seconds=300",
                             "--timeout", "10")
@@ -89,7 +82,7 @@ def test_a_notebook_past_the_timeout_is_stopped_and_reported(
     assert project_containers(docker_client, project.name) == []
 
 
-def test_parallel_runs_give_the_same_outputs_in_clearly_less_time(project: Project) -> None:
+def test_parallel_runs_give_the_same_outputs_in_clearly_less_time(project: ProjectCopy) -> None:
     naps = ["--notebook", "nap_a.ipynb", "--notebook", "nap_b.ipynb", "-p", "seconds=6"]
     started = time.monotonic()
     serial = project.invoke("execute", *naps)
@@ -108,13 +101,7 @@ def test_parallel_runs_give_the_same_outputs_in_clearly_less_time(project: Proje
     assert parallel_seconds < 0.8 * serial_seconds, (parallel_seconds, serial_seconds)
 
 
-def test_without_the_execute_setting_the_task_says_how_to_enable_it(project: Project) -> None:
-    result = project.invoke("execute", NBDOCK_EXECUTE="false")
-    assert result.returncode != 0
-    assert "set EXECUTE=true" in result.stderr and "Traceback" not in result.output
-
-
-def test_ctrl_c_removes_the_running_containers(project: Project, docker_client: Any) -> None:
+def test_ctrl_c_removes_the_running_containers(project: ProjectCopy, docker_client: Any) -> None:
     running = subprocess.Popen(
         [sys.executable, "-m", "invoke", "execute", "--notebook", "nap_a.ipynb", "--notebook",
          "nap_b.ipynb", "--jobs", "2", "-p", "seconds=300"],

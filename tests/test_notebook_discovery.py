@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nbdock.errors import NbdockError
-from nbdock.execute import failure_in, find_notebooks, parse_parameters
+from nbdock.execute import choose_kernel, failure_in, find_notebooks, parse_parameters, summary
 from nbdock.project import Project
 from nbdock.settings import load_settings
 
@@ -32,6 +32,8 @@ def test_chosen_notebooks_must_exist_inside_the_folder(tmp_path: Path) -> None:
     assert find_notebooks(project, ["sub/c.ipynb"]) == ["sub/c.ipynb"]
     with pytest.raises(NbdockError, match="does not exist"):
         find_notebooks(project, ["missing.ipynb"])
+    with pytest.raises(NbdockError, match=r"does not exist; give a \.ipynb path"):
+        find_notebooks(project, ["notes.txt"])
     (tmp_path / "elsewhere.ipynb").write_text("{}")
     with pytest.raises(NbdockError, match="outside NOTEBOOKS_DIR"):
         find_notebooks(project, [str(tmp_path / "elsewhere.ipynb")])
@@ -63,3 +65,57 @@ def test_the_failing_cell_is_read_from_the_executed_notebook(tmp_path: Path) -> 
     assert (failure.name, failure.value) == ("ZeroDivisionError", "division by zero")
     assert failure.traceback == "ZeroDivisionError: division by zero"
     assert failure_in(tmp_path / "missing.ipynb") is None
+
+
+def test_a_cell_during_which_the_kernel_died_is_found(tmp_path: Path) -> None:
+    executed = tmp_path / "out.ipynb"
+    executed.write_text(
+        '{"cells": [{"cell_type": "code", "source": "ok = 1", "outputs": [], "metadata": '
+        '{"papermill": {"status": "completed"}}}, {"cell_type": "code", "source": "big = bytearray(10**10)", '
+        '"outputs": [], "metadata": {"papermill": {"status": "running"}}}]}'
+    )
+    failure = failure_in(executed)
+    assert failure is not None and failure.source == "big = bytearray(10**10)"
+    assert failure.name == "DeadKernelError"
+
+
+def notebook(tmp_path: Path, kernelspec: dict[str, str], language: str = "") -> Path:
+    import json
+
+    path = tmp_path / "n.ipynb"
+    metadata: dict[str, object] = {"kernelspec": kernelspec}
+    if language:
+        metadata["language_info"] = {"name": language}
+    path.write_text(json.dumps({"cells": [], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kernelspec", "language", "chosen", "kernel", "note"),
+    [
+        ({"name": "python3", "language": "python"}, "", "", "python3", ""),
+        ({"name": "conda-env-analysis-py", "language": "python"}, "", "", "python3",
+         "ran with python3: the notebook's kernel conda-env-analysis-py is not in the image"),
+        ({"name": "venv-py311"}, "python", "", "python3",
+         "ran with python3: the notebook's kernel venv-py311 is not in the image"),
+        ({}, "", "", "python3", ""),
+        ({"name": "ir", "language": "R"}, "", "", None,
+         "needs a r kernel (ir), which the image does not have"),
+        ({"name": "conda-env-analysis-py", "language": "python"}, "", "mykernel", "mykernel", ""),
+        ({"name": "mykernel", "language": "python"}, "", "", "mykernel", ""),
+    ],
+)
+def test_the_kernel_is_the_notebooks_own_else_the_images_python(
+    tmp_path: Path, kernelspec: dict[str, str], language: str, chosen: str, kernel: str | None, note: str
+) -> None:
+    path = notebook(tmp_path, kernelspec, language)
+    assert choose_kernel(path, {"python3", "mykernel"}, chosen) == (kernel, note)
+
+
+def test_the_summary_names_a_substituted_kernel(tmp_path: Path) -> None:
+    from nbdock.execute import Outcome
+
+    outcomes = [Outcome("a.ipynb", "ok", 1.0, tmp_path / "outputs" / "a.ipynb", note="ran with python3: x")]
+    lines = summary(outcomes, tmp_path)
+    assert lines[1].split()[:4] == ["a.ipynb", "ok", "1.0", "outputs/a.ipynb"]
+    assert lines[1].endswith("ran with python3: x")

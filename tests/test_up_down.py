@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,14 +11,17 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import LABEL_PROJECT, PROJECT_OWNER, URL, Project, Result, project_containers
+from nbdock.contract import LABEL_PROJECT
+from tests.helpers.projects import URL, ProjectCopy, Result, owner
+from tests.helpers.tracker import Tracker, project_containers
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.docker
 
 
 @dataclass
 class Served:
-    project: Project
+    project: ProjectCopy
     result: Result
     port: int
     token: str
@@ -34,12 +35,7 @@ class Served:
         return {"Authorization": f"token {self.token}"}
 
 
-def expected_owner() -> tuple[int, int]:
-    """Who should own what the server writes: the invoker, or under root the folder's owner."""
-    return PROJECT_OWNER if os.getuid() == 0 else (os.getuid(), os.getgid())
-
-
-def serve(project: Project) -> Served:
+def serve(project: ProjectCopy) -> Served:
     result = project.invoke("up")
     assert result.returncode == 0, result.output
     matched = URL.match(result.last_line)
@@ -48,7 +44,7 @@ def serve(project: Project) -> Served:
 
 
 @pytest.fixture
-def served(make_project: Callable[..., Project]) -> Iterator[Served]:
+def served(make_project: Callable[..., ProjectCopy]) -> Iterator[Served]:
     yield serve(make_project())
 
 
@@ -77,15 +73,20 @@ def test_up_serves_the_notebooks_with_token_auth(served: Served, docker_client: 
     bindings = container.attrs["HostConfig"]["PortBindings"]["8888/tcp"]
     assert bindings[0]["HostIp"] == "127.0.0.1"
     uid = container.exec_run(["id", "-u"]).output.decode().strip()
-    assert uid == str(expected_owner()[0])
+    assert uid == str(owner()[0])
     assert uid != "0"
+    # The token is a file only the server's user may read: not in inspect output, not in the log.
+    assert served.token not in json.dumps(container.attrs)
+    assert served.token not in container.logs().decode()
+    token_file = container.exec_run(["stat", "-c", "%u %a", "/run/secrets/jupyter_token"]).output.decode()
+    assert token_file.split() == [uid, "400"]
 
 
 def test_a_saved_notebook_lands_on_the_host_and_belongs_to_the_user(served: Served) -> None:
     save_notebook(served, "saved.ipynb")
     saved = served.project.notebooks / "saved.ipynb"
     assert saved.is_file()
-    assert (saved.stat().st_uid, saved.stat().st_gid) == expected_owner()
+    assert (saved.stat().st_uid, saved.stat().st_gid) == owner()
     assert json.loads(saved.read_text())["nbformat"] == 4
 
 
@@ -113,9 +114,9 @@ def test_url_and_status_report_the_running_server(served: Served) -> None:
 
 
 def test_down_removes_only_this_projects_containers_and_keeps_the_work(
-    served: Served, docker_client: Any, tracked: Callable[..., Any], base_image: str
+    served: Served, docker_client: Any, tracker: Tracker, base_image: str
 ) -> None:
-    decoy = tracked(base_image, command=["sleep", "300"], labels={"purpose": "decoy"})
+    decoy = tracker.run(base_image, command=["sleep", "300"], labels={"purpose": "decoy"})
     save_notebook(served, "kept.ipynb")
 
     down = served.project.invoke("down")
@@ -167,7 +168,7 @@ def test_editing_a_notebook_rebuilds_without_reinstalling(
 
 
 def test_the_image_serves_jupyter_on_its_own(
-    served: Served, docker_client: Any, tracked: Callable[..., Any]
+    served: Served, docker_client: Any, tracker: Tracker
 ) -> None:
     image = docker_client.images.get(f"nbdock-{served.project.name}:latest")
     config = image.attrs["Config"]
@@ -175,18 +176,10 @@ def test_the_image_serves_jupyter_on_its_own(
     assert "8888/tcp" in config["ExposedPorts"]
     assert config["Healthcheck"]["Test"][0] == "CMD"
 
-    standalone = tracked(image.id, ports={"8888/tcp": ("127.0.0.1", None)})
+    standalone = tracker.run(image.id, ports={"8888/tcp": ("127.0.0.1", None)})
     standalone.reload()
     port = standalone.attrs["NetworkSettings"]["Ports"]["8888/tcp"][0]["HostPort"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
-        pytest.fail(standalone.logs().decode())
+    wait_until(lambda: answers(f"http://127.0.0.1:{port}/api"), 60, "the stand-alone server")
     assert requests.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 403
     assert "token=" in standalone.logs().decode()
 
@@ -195,6 +188,13 @@ def test_the_image_serves_jupyter_on_its_own(
     assert ".env" not in listing and "nbdock-ca.pem" not in listing
     history = " ".join(layer.get("CreatedBy", "") for layer in image.history())
     assert "ca.pem" not in history
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 @dataclass

@@ -1,23 +1,25 @@
-"""A local base image with Python, built from Debian packages, for machines that cannot pull.
+"""Base images: build one with Python from Debian packages, and check one before building on it.
 
 mmdebstrap (or debootstrap) installs a minimal system from the host's own apt mirror into a
-tar archive, and the engine imports it as an image: no container registry is involved.
+tar archive, and the engine imports it as an image: no container registry is involved. Any
+other base is probed once (the result is cached by its image id) for what the Dockerfile needs:
+Python 3 with its venv module, and useradd, so that a base that cannot work is refused in one
+line before a build starts.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from nbdock import console, engine
+from nbdock import cache, console
+from nbdock.engine import Engine
 from nbdock.errors import NbdockError
-
-if TYPE_CHECKING:
-    from docker import DockerClient
 
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
@@ -81,8 +83,11 @@ def _bootstrap_command(tool: str, suite: str, mirror: str, target: Path) -> list
     return [tool, "--variant=minbase", f"--include={include}", suite, str(target), mirror]
 
 
-def build_base(client: DockerClient, tag: str, suite: str, mirror: str) -> str:
-    """Bootstrap `suite` from `mirror` and import it into the engine as `tag`; the image id."""
+def build_base(engine: Engine, tag: str, suite: str, mirror: str) -> str:
+    """Bootstrap `suite` from `mirror` and import it into the engine as `tag`; the image id.
+
+    Raises NbdockError when no bootstrapper is installed or the mirror does not serve `suite`.
+    """
     tool = shutil.which("mmdebstrap") or shutil.which("debootstrap")
     if tool is None:
         raise NbdockError(
@@ -105,12 +110,71 @@ def build_base(client: DockerClient, tag: str, suite: str, mirror: str) -> str:
                            check=True)
         repository, _, version = tag.partition(":")
         console.info(f"Importing {archive.stat().st_size / 2**20:.0f} MiB as {tag}")
-        with engine.translated(f"importing the base image {tag}"):
-            client.api.import_image(
-                src=str(archive), repository=repository, tag=version or "latest",
-                changes=["ENV LANG=C.UTF-8", 'CMD ["python3"]', f"LABEL io.nbdock.base={suite}"],
-            )
-    image = engine.image_attrs(client, tag)
+        engine.import_image(
+            str(archive), repository, version or "latest",
+            ["ENV LANG=C.UTF-8", 'CMD ["python3"]', f"LABEL io.nbdock.base={suite}"],
+        )
+    image = engine.image(tag)
     if image is None:
         raise NbdockError(f"the engine did not keep the imported image {tag}; run `invoke base` again")
-    return str(image["Id"])
+    return image.id
+
+
+# Run as root in the base, without network: what the Dockerfile's steps need from it.
+_PROBE = (
+    'command -v python3 >/dev/null || { echo missing=python3; exit 0; }; '
+    'python3 -c "import sys, venv, ensurepip; print(\'python=%d.%d\' % sys.version_info[:2])" 2>/dev/null '
+    '|| echo missing=venv; '
+    'for tool in useradd usermod groupadd getent; do command -v $tool >/dev/null || echo missing=$tool; done'
+)
+_FIXES = {
+    "python3": "it has no python3",
+    "venv": "its Python has no venv module (Debian's python3-venv package)",
+}
+
+
+@dataclass(frozen=True)
+class BaseFacts:
+    """What a probe found in a base image: its Python (major, minor), and what it lacks."""
+
+    python: tuple[int, int] | None
+    missing: tuple[str, ...]
+
+
+def probe_base(engine: Engine, image: str, image_id: str) -> BaseFacts:
+    """What `image` offers the Dockerfile; probed once per image id, then read from the cache."""
+    known = cache.read("bases", image_id)
+    if known is None:
+        _, output = engine.probe(image, ["sh", "-c", _PROBE])
+        found = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        missing = [line.split("=", 1)[1] for line in output.splitlines() if line.startswith("missing=")]
+        known = json.dumps({"python": found.get("python", ""), "missing": missing})
+        cache.write("bases", image_id, known)
+    facts = json.loads(known)
+    version = tuple(int(part) for part in facts["python"].split(".")) if facts["python"] else None
+    python = (version[0], version[1]) if version and len(version) == 2 else None
+    return BaseFacts(python=python, missing=tuple(facts["missing"]))
+
+
+def check_base(facts: BaseFacts, base_image: str, wanted_python: tuple[int, int] | None,
+               runtime_file: str) -> None:
+    """Raise NbdockError, in one line, when a build on this base cannot work.
+
+    The rules come from the Dockerfile: it creates a virtual environment with `python3 -m
+    venv` and a user with useradd (a Debian-like image); runtime.txt asks for a Python version.
+    """
+    if facts.missing:
+        reasons = [_FIXES.get(tool, f"it has no {tool}") for tool in facts.missing]
+        raise NbdockError(
+            f"BASE_IMAGE {base_image} cannot be built on: {'; '.join(reasons)}; nbdock needs a "
+            "Debian-like image with Python 3 and its venv module (python:3.12-slim, or one "
+            "built with `invoke base`)"
+        )
+    if wanted_python and facts.python and wanted_python != facts.python:
+        wanted = ".".join(map(str, wanted_python))
+        have = ".".join(map(str, facts.python))
+        raise NbdockError(
+            f"{runtime_file} asks for Python {wanted}, but BASE_IMAGE {base_image} has Python "
+            f"{have}; set BASE_IMAGE to an image with Python {wanted} (python:{wanted}-slim) "
+            f"or change {runtime_file}"
+        )

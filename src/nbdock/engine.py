@@ -1,6 +1,9 @@
-"""The Docker engine, through the Docker SDK for Python: connect, build, find, start, stop.
+"""The Docker engine, through the Docker SDK for Python: the only module that imports docker.
 
-Every SDK error becomes an NbdockError that says what failed and what to do about it.
+`Engine` turns a `Workload` into a container or a Swarm service and answers with plain records
+(`Container`, `Image`, `Service`), never with SDK objects. Every SDK and connection error is
+classified here, once, into a kind of NbdockError (errors.py); callers that know the user's
+words catch a kind and word the hint.
 """
 
 from __future__ import annotations
@@ -9,42 +12,133 @@ import collections
 import io
 import os
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from nbdock.errors import NbdockError
+from nbdock import contract
+from nbdock.errors import (
+    EngineAPIError,
+    EnginePermissionDenied,
+    EngineUnreachable,
+    NameConflict,
+    NbdockError,
+    NotFound,
+    PortTaken,
+)
+from nbdock.workload import Workload
 
 if TYPE_CHECKING:
     from docker import DockerClient
-    from docker.models.containers import Container
 
 BUILD_TAIL_LINES = 25
-STOP_TIMEOUT = 10
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _PORT_TAKEN = ("port is already allocated", "address already in use")
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class BuildFailed(NbdockError):
+    """A build step failed: `step` is the Dockerfile instruction, `tail` its last output lines."""
+
+    def __init__(self, step: str, error: str, tail: list[str]) -> None:
+        super().__init__(f"the build failed at `{step}`: {error}")
+        self.step = step
+        self.error = error
+        self.tail = tail
+
+    @property
+    def base_image_missing(self) -> bool:
+        """True when the failing step is FROM and the engine could not get that image."""
+        return self.step.upper().startswith("FROM ") and any(
+            hint in self.error
+            for hint in ("pull access denied", "not found", "no such host", "manifest unknown",
+                         "repository does not exist", "dial tcp", "connection refused")
+        )
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    labels: Mapping[str, str]
+    repo_digests: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container as the engine reports it. `ports` maps a container port to its host port."""
+
+    name: str
+    id: str
+    state: str
+    health: str
+    image_id: str
+    labels: Mapping[str, str]
+    ports: Mapping[int, int] = field(default_factory=dict)
+    address: str | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a Swarm service: its state, error, container and published ports."""
+
+    state: str
+    error: str
+    container_id: str | None
+    ports: Mapping[int, int]
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    id: str
+    labels: Mapping[str, str]
+    tasks: tuple[Task, ...]
+    spec_version: int
 
 
 @contextmanager
-def translated(action: str) -> Iterator[None]:
-    """Turn Docker SDK and connection errors raised while doing `action` into NbdockError."""
+def _classified(action: str) -> Iterator[None]:
+    """Turn Docker SDK and connection errors raised while doing `action` into a kind of NbdockError."""
     import docker.errors
     import requests.exceptions
 
     try:
         yield
+    except docker.errors.NotFound as error:
+        raise NotFound(f"{action} failed: {_explanation(error)}") from None
     except docker.errors.APIError as error:
-        explanation = error.explanation or str(error)
-        if isinstance(explanation, bytes):
-            explanation = explanation.decode(errors="replace")
-        raise NbdockError(f"{action} failed: {explanation.strip()}") from None
+        explanation = _explanation(error)
+        if any(hint in explanation for hint in _PORT_TAKEN):
+            raise PortTaken(f"{action} failed: {explanation}") from None
+        if error.status_code == 409 or "already exists" in explanation or "already in use" in explanation:
+            raise NameConflict(f"{action} failed: {explanation}") from None
+        raise EngineAPIError(f"{action} failed: {explanation}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-        raise NbdockError(
+        if "Permission denied" in str(error):
+            raise EnginePermissionDenied(f"{action} failed: permission denied ({error})") from None
+        raise EngineUnreachable(
             f"{action} failed because the Docker engine stopped answering ({error}); "
             "check that the engine is running (`docker info`)"
         ) from None
+
+
+def _explanation(error: Any) -> str:
+    explanation = getattr(error, "explanation", None) or str(error)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return str(explanation).strip()
 
 
 def _current_context() -> Any:
@@ -68,17 +162,15 @@ def remote_host(address: str) -> str | None:
     """The engine's host name when it runs on another machine (tcp:// or ssh://), else None."""
     parsed = urlparse(address)
     is_network = parsed.scheme in {"tcp", "http", "https", "ssh"}
-    if is_network and parsed.hostname and parsed.hostname not in {"localhost", "127.0.0.1", "::1"}:
+    if is_network and parsed.hostname and parsed.hostname not in _LOCAL_HOSTS:
         return parsed.hostname
     return None
 
 
-def connect() -> DockerClient:
-    """A client for the engine; connecting asks the engine its API version, so it must answer."""
+def _connect(address: str) -> DockerClient:
     import docker
     import docker.errors
 
-    address = engine_address()
     try:
         if os.environ.get("DOCKER_HOST"):
             return docker.from_env()
@@ -88,191 +180,560 @@ def connect() -> DockerClient:
     except (docker.errors.DockerException, OSError) as error:
         reason = str(error).replace("Error while fetching server API version: ", "")
         if "Permission denied" in reason:
-            raise NbdockError(
+            raise EnginePermissionDenied(
                 f"you may not use the Docker engine at {address} (permission denied); add your "
                 "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
             ) from None
-        raise NbdockError(
+        raise EngineUnreachable(
             f"cannot reach the Docker engine at {address} ({reason}); start it (`sudo dockerd &` "
             "or Docker Desktop) or point DOCKER_HOST at a running engine"
         ) from None
 
 
-def image_attrs(client: DockerClient, name: str) -> dict[str, Any] | None:
-    """The engine's description of an image, or None when the engine has no image by that name."""
-    import docker.errors
+def _secrets_archive(workload: Workload) -> bytes:
+    """The workload's secrets as a tar of files under SECRETS_DIR, owned by its user, mode 0400."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        folder = tarfile.TarInfo(contract.SECRETS_DIR.lstrip("/"))
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(folder)
+        for name, value in sorted(workload.secrets.items()):
+            data = value.encode()
+            info = tarfile.TarInfo(contract.secret_path(name).lstrip("/"))
+            info.size, info.mode, info.uid, info.gid = len(data), 0o400, workload.uid, workload.gid
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
-    with translated(f"looking up the image {name}"):
-        try:
-            attrs: dict[str, Any] = client.api.inspect_image(name)
-        except docker.errors.ImageNotFound:
-            return None
-    return attrs
+
+def _device_requests(gpus: str) -> list[Any]:
+    from docker.types import DeviceRequest
+
+    if not gpus:
+        return []
+    count = -1 if gpus == "all" else int(gpus)
+    return [DeviceRequest(count=count, capabilities=[["gpu"]])]
 
 
-@dataclass(frozen=True)
-class BuildFailure:
-    step: str
-    error: str
-    tail: list[str]
+def container_options(workload: Workload) -> dict[str, Any]:
+    """The Docker SDK's `containers.create` keyword arguments for `workload`.
+
+    Bind mounts are structured mounts, so any path a user can create works (a `:` or `,` in a
+    folder name breaks docker's short `src:dst:mode` syntax).
+    """
+    from docker.types import Mount
+
+    resources = workload.resources
+    options: dict[str, Any] = {
+        "image": workload.image,
+        "name": workload.name,
+        "detach": True,
+        "init": workload.init,
+        "user": workload.user,
+        "group_add": list(workload.groups),
+        "environment": dict(workload.environment),
+        "labels": dict(workload.labels),
+        "mounts": [
+            Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+            for m in workload.mounts
+        ],
+        "security_opt": ["no-new-privileges"],
+    }
+    if workload.command is not None:
+        options["command"] = list(workload.command)
+    if workload.ports:
+        options["ports"] = {
+            f"{port.container_port}/tcp": (port.host_ip, port.host_port) for port in workload.ports
+        }
+    if workload.network:
+        options["network"] = workload.network
+        if workload.aliases:
+            from docker.types import EndpointConfig
+
+            options["networking_config"] = {
+                workload.network: EndpointConfig("1.41", aliases=list(workload.aliases))
+            }
+    if not workload.health_check:
+        options["healthcheck"] = {"test": ["NONE"]}
+    if workload.working_dir:
+        options["working_dir"] = workload.working_dir
+    if resources.shm_size:
+        options["shm_size"] = resources.shm_size
+    if resources.memory:
+        options["mem_limit"] = resources.memory
+    if resources.cpus:
+        options["nano_cpus"] = int(resources.cpus * 1e9)
+    if resources.gpus:
+        options["device_requests"] = _device_requests(resources.gpus)
+    return options
+
+
+def service_options(
+    workload: Workload,
+    secret_ids: Mapping[str, str],
+    restart: bool,
+    constraints: list[str],
+) -> dict[str, Any]:
+    """The Docker SDK's `services.create` keyword arguments for `workload`.
+
+    Endpoint mode dnsrr with host-mode published ports: the ingress mesh and VIP mode hang
+    collective traffic, and dnsrr accepts only host-mode ports. `secret_ids` maps each of the
+    workload's secret names to the id of the Docker secret that holds it.
+    """
+    from docker.types import (
+        EndpointSpec,
+        Healthcheck,
+        Mount,
+        NetworkAttachmentConfig,
+        Placement,
+        Resources,
+        RestartPolicy,
+        SecretReference,
+    )
+
+    resources = workload.resources
+    mounts = [
+        Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+        for m in workload.mounts
+    ]
+    if resources.shm_size:
+        mounts.append(Mount(target="/dev/shm", source=None, type="tmpfs", tmpfs_size=resources.shm_size))
+    generic = None
+    if resources.gpus:  # Swarm has no "all": one GPU unless a count is given
+        generic = {"NVIDIA-GPU": 1 if resources.gpus == "all" else int(resources.gpus)}
+    options: dict[str, Any] = {
+        "image": workload.image,
+        "name": workload.name,
+        "labels": dict(workload.labels),
+        "container_labels": dict(workload.labels),
+        "env": [f"{key}={value}" for key, value in workload.environment.items()],
+        "user": workload.user,
+        "groups": list(workload.groups),
+        "mounts": mounts,
+        "init": workload.init,
+        "secrets": [
+            SecretReference(secret_ids[name], name, filename=name, uid=str(workload.uid),
+                            gid=str(workload.gid), mode=0o400)
+            for name in sorted(workload.secrets)
+        ],
+        "restart_policy": RestartPolicy(condition="any" if restart else "none", delay=1_000_000_000),
+        "endpoint_spec": EndpointSpec(
+            mode="dnsrr",
+            ports={p.host_port or 0: (p.container_port, "tcp", "host") for p in workload.ports},
+        ),
+        "resources": Resources(
+            cpu_limit=int(resources.cpus * 1e9) if resources.cpus else None,
+            mem_limit=resources.memory, generic_resources=generic,
+        ),
+    }
+    # The service's command is the image's CMD (args); the image's ENTRYPOINT stays.
+    if workload.command is not None:
+        options["args"] = list(workload.command)
+    if workload.network:
+        options["networks"] = [NetworkAttachmentConfig(workload.network, aliases=list(workload.aliases))]
+    if not workload.health_check:
+        options["healthcheck"] = Healthcheck(test=["NONE"])
+    if workload.working_dir:
+        options["workdir"] = workload.working_dir
+    if constraints:
+        options["placement"] = Placement(constraints=constraints)
+    return options
+
+
+def _container_record(attrs: Mapping[str, Any]) -> Container:
+    state = attrs.get("State") or {}
+    settings = attrs.get("NetworkSettings") or {}
+    ports = {}
+    for key, bindings in (settings.get("Ports") or {}).items():
+        if bindings:
+            ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+    address = next(
+        (str(n["IPAddress"]) for n in (settings.get("Networks") or {}).values() if n.get("IPAddress")), None
+    )
+    return Container(
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        id=str(attrs["Id"]),
+        state=str(state.get("Status", "")),
+        health=str((state.get("Health") or {}).get("Status", "-")),
+        image_id=str(attrs.get("Image", "")),
+        labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+        ports=ports,
+        address=address,
+        exit_code=int(state["ExitCode"]) if state.get("Status") == "exited" else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=str(state.get("StartedAt", "")),
+    )
+
+
+def _task_record(attrs: Mapping[str, Any]) -> Task:
+    status = attrs.get("Status") or {}
+    container = status.get("ContainerStatus") or {}
+    ports = {
+        int(p["TargetPort"]): int(p["PublishedPort"])
+        for p in (status.get("PortStatus") or {}).get("Ports") or []
+        if p.get("PublishedPort")
+    }
+    return Task(
+        state=str(status.get("State", "")),
+        error=str(status.get("Err", "")),
+        container_id=container.get("ContainerID"),
+        ports=ports,
+        exit_code=container.get("ExitCode"),
+    )
+
+
+def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
+    return {"label": [f"{key}={value}" for key, value in sorted(labels.items())]}
+
+
+class Engine:
+    """The Docker engine that DOCKER_HOST (or the current docker context) names.
+
+    It connects on first use; connecting asks the engine its API version, so it must answer.
+    Every method raises a kind of NbdockError (errors.py) when the engine refuses.
+    """
+
+    def __init__(self) -> None:
+        self.address = engine_address()
+        self._client: DockerClient | None = None
 
     @property
-    def is_base_image_missing(self) -> bool:
-        return self.step.upper().startswith("FROM ") and any(
-            hint in self.error
-            for hint in ("pull access denied", "not found", "no such host", "manifest unknown",
-                         "repository does not exist", "dial tcp", "connection refused")
-        )
+    def client(self) -> DockerClient:
+        if self._client is None:
+            self._client = _connect(self.address)
+        return self._client
 
+    @property
+    def remote_host(self) -> str | None:
+        """The engine's host name when it runs on another machine, else None."""
+        return remote_host(self.address)
 
-def build(client: DockerClient, archive: bytes, tag: str, no_cache: bool) -> str | BuildFailure:
-    """Build `archive` (a tar build context) into `tag`, showing each step live.
+    # -- images ----------------------------------------------------------------------------
 
-    Returns the new image's id, or what failed.
-    """
-    step = ""
-    tail: collections.deque[str] = collections.deque(maxlen=BUILD_TAIL_LINES)
-    image_id = ""
-    with translated(f"building {tag}"):
-        chunks = client.api.build(
-            fileobj=io.BytesIO(archive), custom_context=True, tag=tag,
-            rm=True, forcerm=True, nocache=no_cache, decode=True,
-        )
-        for chunk in chunks:
-            if "error" in chunk:
-                return BuildFailure(step=step, error=str(chunk["error"]).strip(), tail=list(tail))
-            if "aux" in chunk and "ID" in chunk["aux"]:
-                image_id = chunk["aux"]["ID"]
-            text = chunk.get("stream") or (chunk.get("status", "") + "\n" if "status" in chunk else "")
-            if not text:
-                continue
-            print(text, end="", flush=True)
-            for line in text.splitlines():
-                matched = _STEP.match(line)
-                if matched:
-                    step = matched.group(3)
-                    tail.clear()
-                elif line.strip():
-                    tail.append(line.rstrip())
-    if not image_id:
-        image_id = str((image_attrs(client, tag) or {}).get("Id", ""))
-    return image_id
-
-
-def project_containers(client: DockerClient, label: str, project: str) -> list[Container]:
-    """Every container, running or not, that carries this project's label (and only those)."""
-    with translated("listing the project's containers"):
-        containers: list[Container] = client.containers.list(
-            all=True, filters={"label": f"{label}={project}"}
-        )
-    return containers
-
-
-def container_named(client: DockerClient, name: str) -> Container | None:
-    import docker.errors
-
-    with translated(f"looking up the container {name}"):
+    def image(self, name: str) -> Image | None:
+        """The image `name` (a reference or an id), or None when the engine has none by that name."""
         try:
-            return client.containers.get(name)
-        except docker.errors.NotFound:
+            with _classified(f"looking up the image {name}"):
+                attrs = self.client.api.inspect_image(name)
+        except NotFound:
+            return None
+        return Image(
+            id=str(attrs["Id"]),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+            repo_digests=tuple(attrs.get("RepoDigests") or ()),
+            size=int(attrs.get("Size") or 0),
+        )
+
+    def build(
+        self, context: IO[bytes], tag: str, no_cache: bool = False, show: Callable[[str], None] = print,
+    ) -> str:
+        """Build the tar build context read from `context` into `tag`; the new image's id.
+
+        Each output line is passed to `show` as it arrives. Raises BuildFailed naming the step.
+        """
+        step = ""
+        tail: collections.deque[str] = collections.deque(maxlen=BUILD_TAIL_LINES)
+        image_id = ""
+        with _classified(f"building {tag}"):
+            chunks = self.client.api.build(
+                fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
+                nocache=no_cache, decode=True,
+            )
+            for chunk in chunks:
+                if "error" in chunk:
+                    raise BuildFailed(step, str(chunk["error"]).strip(), list(tail))
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                text = chunk.get("stream") or (chunk["status"] + "\n" if "status" in chunk else "")
+                for line in text.splitlines():
+                    show(line)
+                    matched = _STEP.match(line)
+                    if matched:
+                        step = matched.group(3)
+                        tail.clear()
+                    elif line.strip():
+                        tail.append(line.rstrip())
+        if not image_id:
+            built = self.image(tag)
+            image_id = built.id if built else ""
+        return image_id
+
+    def import_image(self, archive: str, repository: str, tag: str, changes: list[str]) -> None:
+        """Import a root file system tar at path `archive` as `repository:tag`."""
+        with _classified(f"importing the image {repository}:{tag}"):
+            self.client.api.import_image(src=archive, repository=repository, tag=tag, changes=changes)
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        with _classified(f"tagging {image} as {repository}:{tag}"):
+            self.client.api.tag(image, repository, tag)
+
+    def push(self, repository: str, tag: str, show: Callable[[str], None]) -> str:
+        """Push `repository:tag`, each progress line passed to `show`; the pushed digest."""
+        digest = ""
+        shown: dict[str, str] = {}
+        with _classified(f"pushing {repository}:{tag}"):
+            for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise EngineAPIError(f"pushing {repository}:{tag} failed: {str(chunk['error']).strip()}")
+                digest = str((chunk.get("aux") or {}).get("Digest", digest))
+                if "status" in chunk:
+                    layer = chunk.get("id", "")
+                    parts = (layer, chunk["status"], chunk.get("progress", ""))
+                    line = " ".join(part for part in parts if part)
+                    if shown.get(layer) != chunk["status"] or not layer:  # a line per state change
+                        shown[layer] = chunk["status"]
+                        show(line)
+        if not digest:
+            raise EngineAPIError(f"pushing {repository}:{tag} failed: the registry returned no digest")
+        return digest
+
+    def remove_image(self, name: str) -> bool:
+        """Remove the image `name`; False when there was none."""
+        try:
+            with _classified(f"removing the image {name}"):
+                self.client.api.remove_image(name)
+        except NotFound:
+            return False
+        return True
+
+    # -- containers ------------------------------------------------------------------------
+
+    def containers(self, labels: Mapping[str, str]) -> list[Container]:
+        """Every container, running or not, that carries all of `labels` (and only those)."""
+        with _classified("listing containers"):
+            found = self.client.api.containers(all=True, filters=_label_filter(labels))
+            return [_container_record(self.client.api.inspect_container(c["Id"])) for c in found]
+
+    def container(self, name: str) -> Container | None:
+        """The container `name` (or id), or None."""
+        try:
+            with _classified(f"looking up the container {name}"):
+                return _container_record(self.client.api.inspect_container(name))
+        except NotFound:
             return None
 
-
-def start(client: DockerClient, options: Mapping[str, Any], host_ip: str, host_port: int) -> Container:
-    """Create and start a container; when it cannot start, remove it again and say why."""
-    with translated(f"creating the container {options.get('name')}"):
-        container = client.containers.create(**options)
-    try:
-        start_again(container, host_ip, host_port)
-    except NbdockError:
-        remove(container)
-        raise
-    return container
-
-
-def start_again(container: Container, host_ip: str, host_port: int) -> None:
-    """Start a created or stopped container, naming a taken port plainly."""
-    try:
-        with translated(f"starting the container {container.name}"):
-            container.start()
-    except NbdockError as error:
-        if any(hint in str(error) for hint in _PORT_TAKEN):
-            raise NbdockError(
-                f"port {host_port} on {host_ip} is already in use; stop what uses it, or set "
-                "HOST_PORT in .env to another port (0 picks a free one)"
-            ) from None
-        raise
-
-
-def stop(container: Container, timeout: int = STOP_TIMEOUT) -> None:
-    with translated(f"stopping the container {container.name}"):
-        container.stop(timeout=timeout)
-
-
-def remove(container: Container) -> None:
-    import docker.errors
-
-    with translated(f"removing the container {container.name}"), suppress(docker.errors.NotFound):
-        container.remove(force=True)
-
-
-def remove_image(client: DockerClient, name: str) -> bool:
-    import docker.errors
-
-    with translated(f"removing the image {name}"):
+    def create(self, workload: Workload) -> Container:
+        """Create (not start) a container for `workload`, with its secrets in place as files."""
+        with _classified(f"creating the container {workload.name}"):
+            created = self.client.containers.create(**container_options(workload))
         try:
-            client.images.remove(name)
-        except docker.errors.ImageNotFound:
-            return False
-    return True
+            if workload.secrets:
+                with _classified(f"giving {workload.name} its secrets"):
+                    self.client.api.put_archive(created.id, "/", _secrets_archive(workload))
+        except NbdockError:
+            self.remove(created.id)
+            raise
+        return _container_record(created.attrs)
 
+    def run(self, workload: Workload) -> Container:
+        """Create and start a container for `workload`; if it cannot start, it is removed again.
 
-def wait(container: Container, timeout: float) -> int | None:
-    """The container's exit code, or None when it ran past `timeout` seconds (it is then killed)."""
-    import requests.exceptions
-
-    with translated(f"waiting for {container.name}"):
+        Raises PortTaken when a published port is in use, NameConflict when the name is taken.
+        """
+        created = self.create(workload)
         try:
-            return int(container.wait(timeout=timeout)["StatusCode"])
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
-            timed_out = isinstance(error, requests.exceptions.ReadTimeout) or "timed out" in str(error)
-            if not timed_out:
-                raise
-        container.kill()
+            self.start(created.id)
+        except NbdockError:
+            self.remove(created.id)
+            raise
+        return self.container(created.id) or created
+
+    def start(self, container: str) -> None:
+        with _classified(f"starting the container {container}"):
+            self.client.api.start(container)
+
+    def stop(self, container: str) -> None:
+        with _classified(f"stopping the container {container}"):
+            self.client.api.stop(container)
+
+    def kill(self, container: str) -> None:
+        try:
+            with _classified(f"stopping the container {container}"):
+                self.client.api.kill(container)
+        except (NotFound, EngineAPIError):  # already gone, or no longer running
+            pass
+
+    def remove(self, container: str) -> None:
+        """Remove a container, running or not; one that is already gone is no error."""
+        try:
+            with _classified(f"removing the container {container}"):
+                self.client.api.remove_container(container, force=True)
+        except NotFound:
+            pass
+
+    def wait(self, container: str, timeout: float | None) -> int | None:
+        """The container's exit code, or None when it ran past `timeout` seconds (then it is killed)."""
+        import requests.exceptions
+
+        with _classified(f"waiting for {container}"):
+            try:
+                return int(self.client.api.wait(container, timeout=timeout)["StatusCode"])
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
+                if not (isinstance(error, requests.exceptions.ReadTimeout) or "timed out" in str(error)):
+                    raise
+        self.kill(container)
         return None
 
+    def logs(self, container: str, tail: int | None = None) -> list[str]:
+        """The container's log lines (stdout and stderr), the last `tail` of them if given."""
+        with _classified(f"reading the log of {container}"):
+            data: bytes = self.client.api.logs(container, tail=tail if tail is not None else "all")
+        return data.decode("utf-8", errors="replace").splitlines()
 
-def log_tail(container: Container, lines: int = 30) -> list[str]:
-    with translated(f"reading the log of {container.name}"):
-        data: bytes = container.logs(tail=lines)
-    return data.decode("utf-8", errors="replace").splitlines()
+    def follow_logs(self, container: str, since_start: bool = True) -> Iterator[str]:
+        """The container's log as it is written, until the container stops."""
+        with _classified(f"reading the log of {container}"):
+            for chunk in self.client.api.logs(container, stream=True, follow=True,
+                                              tail="all" if since_start else 0):
+                yield chunk.decode("utf-8", errors="replace")
 
+    def read_file(self, container: str, path: str) -> bytes | None:
+        """The contents of the file `path` in a container, or None when there is none."""
+        try:
+            with _classified(f"reading {path} in {container}"):
+                stream, _ = self.client.api.get_archive(container, path)
+                data = b"".join(stream)
+        except (NotFound, EngineAPIError):
+            return None
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            member = archive.next()
+            extracted = archive.extractfile(member) if member is not None else None
+            return extracted.read() if extracted is not None else None
 
-def is_running(container: Container) -> bool:
-    import docker.errors
+    def probe(self, image: str, command: list[str], user: str = "0:0") -> tuple[int, str]:
+        """Run `command` in a throwaway container of `image`: (exit code, output)."""
+        with _classified(f"checking the image {image}"):
+            container = self.client.containers.create(
+                image, command=command, entrypoint=[], user=user, detach=True,
+                healthcheck={"test": ["NONE"]}, network_disabled=True,
+            )
+        try:
+            self.start(container.id)
+            code = self.wait(container.id, 120)
+            output = "\n".join(self.logs(container.id))
+        finally:
+            self.remove(container.id)
+        return (code if code is not None else -1), output
 
-    try:
-        container.reload()
-    except docker.errors.NotFound:
-        return False
-    return bool(container.status == "running")
+    # -- networks and volumes --------------------------------------------------------------
 
+    def create_network(
+        self, name: str, labels: Mapping[str, str], driver: str = "bridge",
+        internal: bool = False, attachable: bool = False,
+    ) -> None:
+        with _classified(f"creating the network {name}"):
+            self.client.api.create_network(
+                name, driver=driver, internal=internal, attachable=attachable, labels=dict(labels),
+                check_duplicate=True,
+            )
 
-def published_port(container: Container, container_port: int) -> int | None:
-    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
-        f"{container_port}/tcp"
-    )
-    return int(bindings[0]["HostPort"]) if bindings else None
+    def networks(self, labels: Mapping[str, str]) -> list[str]:
+        with _classified("listing networks"):
+            return sorted(n["Name"] for n in self.client.api.networks(filters=_label_filter(labels)))
 
+    def remove_network(self, name: str) -> None:
+        try:
+            with _classified(f"removing the network {name}"):
+                self.client.api.remove_network(name)
+        except NotFound:
+            pass
 
-def container_address(container: Container) -> str | None:
-    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
-    for network in networks.values():
-        if network.get("IPAddress"):
-            return str(network["IPAddress"])
-    return None
+    def volumes(self, labels: Mapping[str, str]) -> list[str]:
+        with _classified("listing volumes"):
+            found = self.client.api.volumes(filters=_label_filter(labels)).get("Volumes") or []
+            return sorted(v["Name"] for v in found)
 
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        with _classified(f"creating the volume {name}"):
+            self.client.api.create_volume(name, labels=dict(labels))
 
-def container_env(container: Container) -> dict[str, str]:
-    pairs = container.attrs.get("Config", {}).get("Env") or []
-    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    def remove_volume(self, name: str) -> None:
+        try:
+            with _classified(f"removing the volume {name}"):
+                self.client.api.remove_volume(name)
+        except NotFound:
+            pass
+
+    # -- swarm -----------------------------------------------------------------------------
+
+    def swarm_node(self) -> str | None:
+        """This engine's node id when it is an active Swarm manager, else None."""
+        with _classified("asking the engine about its swarm"):
+            swarm = self.client.api.info().get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            return None
+        return str(swarm.get("NodeID"))
+
+    def init_swarm(self, address: str) -> str:
+        """Make this engine a single-node swarm advertised and listening on `address`; its node id."""
+        with _classified("creating a swarm"):
+            self.client.api.init_swarm(advertise_addr=address, listen_addr=f"{address}:2377")
+        return self.swarm_node() or ""
+
+    def leave_swarm(self) -> None:
+        with _classified("leaving the swarm"):
+            self.client.api.leave_swarm(force=True)
+
+    def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str:
+        """A new Docker secret holding `value`; its id."""
+        with _classified(f"creating the secret {name}"):
+            return str(self.client.api.create_secret(name, value.encode(), labels=dict(labels))["ID"])
+
+    def secrets(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """Secrets that carry all of `labels`: name to id."""
+        with _classified("listing secrets"):
+            found = self.client.api.secrets(filters=_label_filter(labels))
+            return {s["Spec"]["Name"]: s["ID"] for s in found}
+
+    def remove_secret(self, name: str) -> None:
+        try:
+            with _classified(f"removing the secret {name}"):
+                self.client.api.remove_secret(name)
+        except NotFound:
+            pass
+
+    def create_service(
+        self, workload: Workload, secret_ids: Mapping[str, str], restart: bool, constraints: list[str],
+    ) -> str:
+        """Create a Swarm service of one replica for `workload`; its id."""
+        with _classified(f"creating the service {workload.name}"):
+            created = self.client.services.create(
+                **service_options(workload, secret_ids, restart, constraints)
+            )
+        return str(created.id)
+
+    def services(self, labels: Mapping[str, str]) -> list[Service]:
+        """Services that carry all of `labels`, each with its tasks."""
+        with _classified("listing services"):
+            found = self.client.api.services(filters=_label_filter(labels))
+            return [self._service_record(s) for s in found]
+
+    def service(self, name: str) -> Service | None:
+        try:
+            with _classified(f"looking up the service {name}"):
+                return self._service_record(self.client.api.inspect_service(name))
+        except NotFound:
+            return None
+
+    def _service_record(self, attrs: Mapping[str, Any]) -> Service:
+        tasks = self.client.api.tasks(filters={"service": attrs["ID"]})
+        tasks = sorted(tasks, key=lambda t: t.get("CreatedAt", ""), reverse=True)
+        return Service(
+            name=str(attrs["Spec"]["Name"]),
+            id=str(attrs["ID"]),
+            labels=dict(attrs["Spec"].get("Labels") or {}),
+            tasks=tuple(_task_record(t) for t in tasks),
+            spec_version=int(attrs.get("Version", {}).get("Index", 0)),
+        )
+
+    def remove_service(self, name: str) -> None:
+        try:
+            with _classified(f"removing the service {name}"):
+                self.client.api.remove_service(name)
+        except NotFound:
+            pass
+
+    def service_logs(self, name: str, follow: bool = False) -> Iterator[str]:
+        """The service's log lines (stdout and stderr) as they come."""
+        with _classified(f"reading the log of the service {name}"):
+            for chunk in self.client.api.service_logs(name, stdout=True, stderr=True, follow=follow):
+                yield chunk.decode("utf-8", errors="replace")

@@ -1,7 +1,9 @@
 """Run notebooks headless in the project's image, with papermill, each in its own container.
 
-The notebooks folder is mounted read-only; executed copies (and HTML, through nbconvert) land in
-OUTPUT_DIR on the host. Every container is removed afterwards, whatever happens.
+The image for headless runs is the serving image plus papermill, nbconvert and ipykernel, built
+on demand and cached (the serving image stays lean). The notebooks folder is mounted read-only;
+executed copies (and HTML, through nbconvert) land in OUTPUT_DIR on the host. Every container
+is removed afterwards, whatever happens.
 """
 
 from __future__ import annotations
@@ -9,34 +11,33 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
-from nbdock import engine, jupyter
+from nbdock import cache, contract
+from nbdock.engine import Container
 from nbdock.errors import NbdockError
 from nbdock.project import Project
+from nbdock.workload import Mount, Workload
 
-if TYPE_CHECKING:
-    from docker.models.containers import Container
-
-OUTPUTS = f"{jupyter.HOME}/outputs"
-LABEL_ROLE = "io.nbdock.role"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # papermill, then (with --html) nbconvert even when papermill failed; the exit code is papermill's.
-_RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
+RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
     '--to html --log-level=WARN "$2"; fi; exit $status'
+DEFAULT_KERNEL = "python3"
 
-Status = Literal["ok", "failed", "timed out"]
+Status = Literal["ok", "failed", "timed out", "killed"]
 
 
 @dataclass(frozen=True)
 class Failure:
-    """The cell that raised, as the executed notebook records it."""
+    """The cell that raised (or during which the kernel died), as the executed notebook records it."""
 
     source: str
     name: str
@@ -52,10 +53,15 @@ class Outcome:
     output: Path
     failure: Failure | None = None
     log: list[str] = field(default_factory=list)
+    note: str = ""
+    cause: str = ""
 
 
 def parse_parameters(pairs: Sequence[str]) -> list[tuple[str, str]]:
-    """`name=value` pairs; papermill types the values (3 is an int, 0.5 a float, True a bool)."""
+    """`name=value` pairs; papermill types the values (3 is an int, 0.5 a float, True a bool).
+
+    Raises NbdockError for a pair that is not name=value with a Python name.
+    """
     parsed = []
     for pair in pairs:
         name, separator, value = pair.partition("=")
@@ -69,7 +75,11 @@ def parse_parameters(pairs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def find_notebooks(project: Project, chosen: Sequence[str]) -> list[str]:
-    """Paths relative to NOTEBOOKS_DIR: the chosen ones, or every notebook in a stable order."""
+    """Paths relative to NOTEBOOKS_DIR: the chosen ones, or every notebook in a stable order.
+
+    Raises NbdockError for a notebook that does not exist or lies outside NOTEBOOKS_DIR, and
+    when OUTPUT_DIR would overwrite the notebooks.
+    """
     settings = project.settings
     root = settings.require_notebooks()
     output = settings.output_path
@@ -87,50 +97,113 @@ def find_notebooks(project: Project, chosen: Sequence[str]) -> list[str]:
         if not found:
             raise NbdockError(f"there is no notebook (*.ipynb) in {root}; add one or set NOTEBOOKS_DIR")
         return found
-    relative = []
-    for name in chosen:
-        candidates = [Path(name).resolve(), (root / name).resolve()]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None or path.suffix != ".ipynb":
-            raise NbdockError(f"the notebook {name} does not exist; give a .ipynb path under {root}")
-        if root not in path.parents:
-            raise NbdockError(
-                f"{path} is outside NOTEBOOKS_DIR ({root}); only notebooks in that folder reach the "
-                "container"
-            )
-        relative.append(path.relative_to(root).as_posix())
-    return relative
+    return [notebook_in(root, name) for name in chosen]
+
+
+def notebook_in(root: Path, name: str, suffixes: tuple[str, ...] = (".ipynb",)) -> str:
+    """`name` (absolute, or relative to the current folder or to `root`) relative to `root`.
+
+    Raises NbdockError when it does not exist, has another suffix, or lies outside `root`.
+    """
+    candidates = [Path(name).resolve(), (root / name).resolve()]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None or path.suffix not in suffixes:
+        kinds = " or ".join(suffixes)
+        raise NbdockError(f"the file {name} does not exist; give a {kinds} path under {root}")
+    if root not in path.parents:
+        raise NbdockError(
+            f"{path} is outside NOTEBOOKS_DIR ({root}); only files in that folder reach the container"
+        )
+    return path.relative_to(root).as_posix()
 
 
 def failure_in(executed: Path) -> Failure | None:
-    """The first cell whose output is an error, from an executed notebook file."""
+    """The first cell whose output is an error, or that papermill left running (the kernel
+    died during it), from an executed notebook file."""
     try:
         notebook = json.loads(executed.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     for cell in notebook.get("cells", []):
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                source = cell.get("source", "")
                 return Failure(
-                    source="".join(source) if isinstance(source, list) else source,
+                    source=source,
                     name=output.get("ename", ""),
                     value=output.get("evalue", ""),
                     traceback=_ANSI.sub("", "\n".join(output.get("traceback", []))),
                 )
+        if cell.get("metadata", {}).get("papermill", {}).get("status") in {"running", "failed"}:
+            return Failure(source=source, name="DeadKernelError", value="the kernel died running this cell",
+                           traceback="")
     return None
+
+
+def image_kernels(project: Project, image_id: str) -> set[str]:
+    """The Jupyter kernels the image has, probed once per image id."""
+    known = cache.read("kernels", image_id)
+    if known is None:
+        image_user = f"{contract.IMAGE_UID}:{contract.IMAGE_GID}"
+        code, output = project.engine.probe(image_id, ["jupyter", "kernelspec", "list", "--json"], image_user)
+        try:
+            names = sorted(json.loads(output[output.index("{"):])["kernelspecs"]) if code == 0 else []
+        except (ValueError, KeyError):
+            names = []
+        known = " ".join(names or [DEFAULT_KERNEL])
+        cache.write("kernels", image_id, known)
+    return set(known.split())
+
+
+def choose_kernel(notebook: Path, kernels: set[str], chosen: str) -> tuple[str | None, str]:
+    """(kernel to run `notebook` with, a note for the summary); kernel None when none fits.
+
+    `chosen` (the --kernel flag or KERNEL) wins. A Python notebook whose kernel the image lacks
+    (saved elsewhere, e.g. `conda-env-analysis-py`) runs with the image's Python kernel.
+    """
+    if chosen:
+        return chosen, ""
+    try:
+        metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError):
+        metadata = {}
+    spec = metadata.get("kernelspec") or {}
+    name = spec.get("name", "")
+    language = (spec.get("language") or (metadata.get("language_info") or {}).get("name") or "python").lower()
+    if name in kernels:
+        return name, ""
+    if language != "python":
+        return None, f"needs a {language} kernel ({name or 'unnamed'}), which the image does not have"
+    if not name:
+        return DEFAULT_KERNEL, ""
+    return DEFAULT_KERNEL, f"ran with {DEFAULT_KERNEL}: the notebook's kernel {name} is not in the image"
+
+
+def killed_cause(container: Container | None, project: Project) -> str:
+    """Why a run's kernel or container died, and which setting to raise."""
+    settings = project.settings
+    env = settings.env_file
+    if container is not None and container.oom_killed:
+        limit = f"MEMORY={settings.memory // 2**20}m" if settings.memory else "the machine's memory"
+        return f"it ran out of memory ({limit}); raise MEMORY in {env} or use less"
+    return (f"the kernel died: out of shared memory (/dev/shm, SHM_SIZE={settings.shm_size // 2**20}m), "
+            f"out of memory, or a crash in native code; raise SHM_SIZE or MEMORY in {env}")
 
 
 class Execution:
     """One `execute` run: starts containers, waits for them, and removes every one of them."""
 
-    def __init__(self, project: Project, parameters: list[tuple[str, str]], html: bool,
-                 timeout: float) -> None:
+    def __init__(self, project: Project, image_id: str, parameters: list[tuple[str, str]], html: bool,
+                 timeout: float, kernels: dict[str, tuple[str | None, str]]) -> None:
         self.project = project
+        self.image_id = image_id
         self.parameters = parameters
         self.html = html
         self.timeout = timeout
-        self._containers: list[Container] = []
+        self.kernels = kernels
+        self.run_id = secrets.token_hex(3)
+        self._containers: list[str] = []
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -140,7 +213,10 @@ class Execution:
         outputs = {notebook: self._prepare_output(notebook) for notebook in notebooks}
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
-            futures = [pool.submit(self.run_one, notebook, outputs[notebook]) for notebook in notebooks]
+            futures = [
+                pool.submit(self.run_one, index, notebook, outputs[notebook])
+                for index, notebook in enumerate(notebooks)
+            ]
             return [future.result() for future in futures]
         finally:
             # On Ctrl-C or an error: removing the containers ends the waits of the workers.
@@ -152,97 +228,108 @@ class Execution:
             self._stopping = True
             containers, self._containers = self._containers, []
         for container in containers:
-            engine.remove(container)
+            self.project.engine.remove(container)
 
-    def _track(self, container: Container) -> None:
+    def _track(self, container: str) -> None:
         with self._lock:
             if not self._stopping:
                 self._containers.append(container)
                 return
-        engine.remove(container)
+        self.project.engine.remove(container)
         raise NbdockError("stopped before all notebooks ran")
 
     def _prepare_output(self, notebook: str) -> Path:
-        settings = self.project.settings
-        output = settings.output_path / notebook
+        output = self.project.settings.output_path / notebook
         created = []
         for folder in reversed([output.parent, *output.parent.parents]):
             if not folder.exists():
                 folder.mkdir()
                 created.append(folder)
-        user = self.project.server_user
-        if os.getuid() == 0 and not user.startswith("0:"):
-            uid, gid = (int(part) for part in user.split(":"))
+        identity = self.project.identity
+        if os.getuid() == 0 and not identity.is_root:
             for folder in created:  # folders nbdock just made, handed to the user who writes there
-                os.chown(folder, uid, gid)
+                os.chown(folder, identity.uid, identity.gid)
         return output
 
-    def run_one(self, notebook: str, output: Path) -> Outcome:
-        settings = self.project.settings
-        in_container = f"{jupyter.NOTEBOOKS}/{notebook}"
-        arguments = [in_container, f"{OUTPUTS}/{notebook}", "--cwd", str(Path(in_container).parent),
-                     "--log-output", "--no-progress-bar"]
+    def workload(self, index: int, notebook: str, kernel: str) -> Workload:
+        project = self.project
+        in_container = f"{contract.NOTEBOOKS}/{notebook}"
+        arguments = [in_container, f"{contract.OUTPUTS}/{notebook}", "--cwd", str(Path(in_container).parent),
+                     "--log-output", "--no-progress-bar", "-k", kernel]
         for name, value in self.parameters:
             arguments += ["-p", name, value]
-        options: dict[str, Any] = {
-            "image": settings.image_name,
-            "command": ["sh", "-c", _RUN_SCRIPT, "papermill", *arguments],
-            "detach": True,
-            "init": True,
-            "healthcheck": {"test": ["NONE"]},  # no server to probe in a headless run
-            "user": self.project.server_user,
-            "labels": {**settings.labels, LABEL_ROLE: "execute"},
-            "environment": {"NBDOCK_HTML": "1" if self.html else ""},
-            "volumes": {
-                str(settings.notebooks_path): {"bind": jupyter.NOTEBOOKS, "mode": "ro"},
-                str(settings.output_path): {"bind": OUTPUTS, "mode": "rw"},
-            },
-        }
+        return project.workload(
+            f"{project.settings.container_name}-execute-{self.run_id}-{index}", self.image_id, "execute",
+            command=("sh", "-c", RUN_SCRIPT, "papermill", *arguments),
+            environment={**project.environment_variables(), "NBDOCK_HTML": "1" if self.html else ""},
+            mounts=(*project.mounts(notebooks_read_only=True),
+                    Mount(str(project.settings.output_path), contract.OUTPUTS)),
+            health_check=False,
+        )
+
+    def run_one(self, index: int, notebook: str, output: Path) -> Outcome:
+        kernel, note = self.kernels[notebook]
+        if kernel is None:
+            return Outcome(notebook, "failed", 0.0, output, note=note)
+        engine = self.project.engine
         started = time.monotonic()
-        with engine.translated(f"starting a container for {notebook}"):
-            container = self.project.client.containers.create(**options)
-        self._track(container)
-        with engine.translated(f"running {notebook}"):
-            container.start()
-        code = engine.wait(container, self.timeout)
+        workload = self.workload(index, notebook, kernel)
+        container = engine.create(workload)
+        self._track(container.id)
+        engine.start(container.id)
+        code = engine.wait(container.id, self.timeout)
         seconds = time.monotonic() - started
-        log = engine.log_tail(container, 40)
-        engine.remove(container)
+        log = engine.logs(container.id, tail=40)
+        final = engine.container(container.id)
+        engine.remove(container.id)
+        failure = failure_in(output)
         if code is None:
-            return Outcome(notebook, "timed out", seconds, output, failure_in(output), log)
-        if code != 0:
-            return Outcome(notebook, "failed", seconds, output, failure_in(output), log)
-        return Outcome(notebook, "ok", seconds, output)
+            return Outcome(notebook, "timed out", seconds, output, failure, log, note)
+        if code == 0:
+            return Outcome(notebook, "ok", seconds, output, note=note)
+        died = (final is not None and final.oom_killed) or code == 137 or (
+            failure is not None and failure.name == "DeadKernelError"
+        ) or any("Kernel died" in line for line in log)
+        if died:
+            cause = killed_cause(final, self.project)
+            return Outcome(notebook, "killed", seconds, output, failure, log, note, cause)
+        return Outcome(notebook, "failed", seconds, output, failure, log, note)
 
 
 def execute(project: Project, notebooks: Sequence[str], parameters: Sequence[str], jobs: int,
-            html: bool, timeout: float) -> list[Outcome]:
-    """Build the image if it is stale, then run the notebooks, `jobs` at a time."""
-    settings = project.settings
-    if not settings.execute:
-        raise NbdockError(
-            "this project's image has no execution layer; set EXECUTE=true in "
-            f"{settings.project_dir / '.env'} (it adds papermill, nbconvert and ipykernel) "
-            "and run again"
-        )
+            html: bool, timeout: float, kernel: str = "") -> list[Outcome]:
+    """Build the execution image if it is stale, then run the notebooks, `jobs` at a time.
+
+    Raises NbdockError for bad input (a missing notebook, a bad parameter, a kernel the image
+    lacks) before anything is built.
+    """
     chosen = find_notebooks(project, notebooks)
     typed = parse_parameters(parameters)
-    project.build()
-    return Execution(project, typed, html, timeout).run_all(chosen, jobs)
+    project.mounts(notebooks_read_only=True)
+    image_id = project.build(execute=True)
+    kernels = image_kernels(project, image_id)
+    if kernel and kernel not in kernels:
+        raise NbdockError(
+            f"the kernel {kernel} is not in the image (it has {', '.join(sorted(kernels))}); "
+            "pick one of those with --kernel (or KERNEL in .env)"
+        )
+    root = project.settings.notebooks_path
+    plan = {notebook: choose_kernel(root / notebook, kernels, kernel) for notebook in chosen}
+    return Execution(project, image_id, typed, html, timeout, plan).run_all(chosen, jobs)
 
 
 def summary(outcomes: Sequence[Outcome], project_dir: Path) -> list[str]:
-    """A table: notebook, status, duration, output path."""
-    rows = [("notebook", "status", "seconds", "output")]
+    """A table: notebook, status, duration, output path, and a note (a kernel substituted)."""
+    rows = [("notebook", "status", "seconds", "output", "note")]
     for outcome in outcomes:
         try:
             shown = outcome.output.relative_to(project_dir).as_posix()
         except ValueError:
             shown = str(outcome.output)
-        rows.append((outcome.notebook, outcome.status, f"{outcome.seconds:.1f}", shown))
-    widths = [max(len(row[column]) for row in rows) for column in range(3)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
-            for row in rows]
+        rows.append((outcome.notebook, outcome.status, f"{outcome.seconds:.1f}", shown, outcome.note))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)).rstrip()
+            + (f"  {row[4]}" if row[4] else "") for row in rows]
 
 
 def explain(outcome: Outcome) -> list[str]:
@@ -250,13 +337,17 @@ def explain(outcome: Outcome) -> list[str]:
     lines = [f"{outcome.notebook}: {outcome.status}"]
     if outcome.status == "timed out":
         lines.append(f"  stopped after {outcome.seconds:.0f} s (EXECUTE_TIMEOUT)")
+    if outcome.cause:
+        lines.append(f"  {outcome.cause}")
+    if outcome.note and outcome.status != "ok":
+        lines.append(f"  {outcome.note}")
     failure = outcome.failure
     if failure is not None:
         lines.append("  failing cell:")
         lines += [f"    {line}" for line in failure.source.splitlines()]
         lines.append(f"  {failure.name}: {failure.value}")
         lines += [f"    {line}" for line in failure.traceback.splitlines()]
-    elif outcome.status == "failed":
+    elif outcome.status != "ok" and outcome.log:
         lines.append("  the container's last lines:")
         lines += [f"    {line}" for line in outcome.log]
     return lines

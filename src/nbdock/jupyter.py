@@ -8,11 +8,14 @@ import time
 import urllib.request
 from collections.abc import Callable
 from typing import Literal
+from urllib.parse import quote
 
-HOME = "/home/nbdock"
-NOTEBOOKS = f"{HOME}/notebooks"
-VENV = "/opt/nbdock/venv"
+from nbdock import contract
+
 POLL_INTERVAL = 0.05
+TOKEN_SECRET = "jupyter_token"
+# Jupyter Server reads its token from this file and never logs it.
+TOKEN_FILE_VARIABLE = "JUPYTER_TOKEN_FILE"
 
 
 def server_command(port: int, allow_root: bool = False) -> list[str]:
@@ -22,7 +25,7 @@ def server_command(port: int, allow_root: bool = False) -> list[str]:
         "--no-browser",
         "--ip=0.0.0.0",
         f"--port={port}",
-        f"--ServerApp.root_dir={NOTEBOOKS}",
+        f"--ServerApp.root_dir={contract.NOTEBOOKS}",
     ]
     if allow_root:
         command.append("--allow-root")
@@ -42,7 +45,13 @@ def base_url(host: str, port: int) -> str:
 
 
 def lab_url(host: str, port: int, token: str) -> str:
-    return f"{base_url(host, port)}/lab?token={token}"
+    """The URL that opens JupyterLab and logs in: the token is percent-encoded."""
+    return f"{base_url(host, port)}/lab?token={quote(token, safe='')}"
+
+
+def token_environment() -> dict[str, str]:
+    """The environment that points Jupyter at its token file (the token itself is a secret)."""
+    return {TOKEN_FILE_VARIABLE: contract.secret_path(TOKEN_SECRET)}
 
 
 def answers(url: str, timeout: float = 2.0) -> bool:

@@ -1,29 +1,35 @@
-"""One project's image and notebook server: build, run, up, stop, down, status, logs, url, ip.
+"""One project's images and notebook server: build, run, up, stop, down, status, logs, url, ip.
 
 Each operation is a method of `Project`, usable without invoke; the tasks only parse flags.
-Only containers that carry the project's label are ever stopped or removed.
+`Project` speaks to the engine through `engine.Engine` (or any object with its methods, as the
+unit tests' fake engine), and only ever stops or removes objects that carry this checkout's
+labels.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import socket
 import sys
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbdock import buildcache, console, dockerfile, engine, jupyter
-from nbdock.context import build_context, environment_digest
-from nbdock.errors import NbdockError
-from nbdock.settings import ENV_FILE, LABEL_PROJECT, Settings
+from nbdock import baseimage, cache, console, contract, dockerfile, jupyter
+from nbdock.context import ContextPlan, describe_size, plan_context, write_archive, write_dockerignore
+from nbdock.engine import BuildFailed, Container
+from nbdock.environment import Environment, read_environment
+from nbdock.errors import NameConflict, NbdockError, PortTaken
+from nbdock.identity import Identity, invoker
+from nbdock.settings import Settings
+from nbdock.workload import Mount, PublishedPort, Workload
 
 if TYPE_CHECKING:
-    from docker import DockerClient
-    from docker.models.containers import Container
-
-LABEL_SERVER = "io.nbdock.server"
+    from nbdock.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Server:
 @dataclass(frozen=True)
 class ContainerStatus:
     name: str
+    role: str
     state: str
     health: str
     image: str
@@ -53,175 +60,289 @@ class ContainerStatus:
 class Project:
     """The notebooks project in `settings.project_dir`, on the engine that DOCKER_HOST names."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
+        self._engine = engine
 
     @cached_property
-    def client(self) -> DockerClient:
-        return engine.connect()
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from nbdock.engine import Engine
+
+            self._engine = Engine()
+        return self._engine
+
+    @cached_property
+    def environment(self) -> Environment:
+        return read_environment(self.settings.project_dir)
+
+    @cached_property
+    def plan(self) -> ContextPlan:
+        plan = plan_context(self.settings, self.environment)
+        for warning in plan.warnings:
+            console.warn(warning)
+        return plan
 
     @cached_property
     def dockerfile_text(self) -> str:
-        return dockerfile.render(self.settings)
+        return dockerfile.render(self.plan)
+
+    @cached_property
+    def identity(self) -> Identity:
+        return invoker(self.settings)
 
     @cached_property
     def browser_host(self) -> str:
         """The host a browser on this machine uses: the engine's host if remote, else HOST_IP."""
-        remote = engine.remote_host(engine.engine_address())
-        if remote:
-            return remote
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.settings.host_ip, self.settings.host_ip)
+        return self.engine.remote_host or {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(
+            self.settings.host_ip, self.settings.host_ip
+        )
 
-    # -- image -------------------------------------------------------------------------------
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.settings.labels
+
+    # -- images ----------------------------------------------------------------------------
 
     @cached_property
     def base_image_id(self) -> str:
         """The base image's id, or "" when the engine does not have it (the build pulls it)."""
-        base = engine.image_attrs(self.client, self.settings.base_image)
-        return str(base["Id"]) if base else ""
+        base = self.engine.image(self.settings.base_image)
+        return base.id if base else ""
 
-    def build(self, no_cache: bool = False) -> str:
-        """Write the Dockerfile and build the image, each step shown live; its id.
+    def check_base(self) -> None:
+        """Refuse, before building, a base image the Dockerfile cannot work with."""
+        if not self.base_image_id:
+            return
+        facts = baseimage.probe_base(self.engine, self.settings.base_image, self.base_image_id)
+        runtime = (self.environment.folder / contract.RUNTIME).as_posix()
+        baseimage.check_base(facts, self.settings.base_image, self.environment.python, runtime)
+
+    def _check_owner(self, labels: dict[str, str], what: str) -> None:
+        """Refuse to touch `what` when another checkout of a project of the same name made it
+        (unless that checkout's folder is gone: then this one takes over)."""
+        other = labels.get(contract.LABEL_CHECKOUT)
+        if not other or other == self.settings.checkout_id:
+            return
+        folder = labels.get(contract.LABEL_FOLDER) or cache.read("checkouts", other)
+        if folder is not None and not Path(folder).is_dir():
+            return
+        where = f"the checkout at {folder}" if folder else "another checkout"
+        raise NameConflict(
+            f"{what} belongs to {where}, which has the same project name "
+            f"{self.settings.project_name}; set PROJECT_NAME in {self.settings.env_file} to "
+            "another name so that both can run"
+        )
+
+    def build(self, no_cache: bool = False, execute: bool = False) -> str:
+        """Write the Dockerfile and .dockerignore, then build the image, each step shown live;
+        its id. With `execute`, build the image for headless and training runs instead.
 
         When the image was built from exactly these files on this base, the build is skipped.
+        Raises NbdockError when the base, a file or a build step fails, naming which and why.
         """
         settings = self.settings
-        dockerfile.write(settings, self.dockerfile_text)
-        archive = build_context(settings, self.dockerfile_text)
-        digest = buildcache.context_digest(archive, self.base_image_id)
-        current = engine.image_attrs(self.client, settings.image_name)
-        if current and not no_cache and buildcache.recorded(current["Id"]) == digest:
-            console.info(f"Image {settings.image_name} is up to date.")
-            return str(current["Id"])
-        console.info(
-            f"Building {settings.image_name} from {settings.base_image} "
-            f"({len(archive) / 1024:.1f} KiB of context)"
-        )
-        result = engine.build(self.client, archive, settings.image_name, no_cache)
-        if isinstance(result, engine.BuildFailure):
-            if result.is_base_image_missing:
-                raise NbdockError(
-                    f"the base image {settings.base_image} is not on this machine and could not "
-                    f"be pulled ({result.error}); build one with `invoke base` and set BASE_IMAGE "
-                    f"in {settings.project_dir / ENV_FILE} to the name it prints"
-                )
-            console.detail([f"failed step: {result.step}", *result.tail])
-            raise NbdockError(
-                f"the build failed at `{result.step}` ({result.error}); fix that step "
-                "(a package that will not install: check requirements.txt) and build again"
+        plan = self.plan
+        self.check_base()
+        text = dockerfile.render(plan, execute=True) if execute else self.dockerfile_text
+        if not execute:
+            dockerfile.write(settings.project_dir, text)
+            write_dockerignore(plan)
+        tag = settings.execute_image_name if execute else settings.image_name
+        digest = plan.digest(text, self.base_image_id)
+        current = self.engine.image(tag)
+        if current is not None:
+            self._check_owner(dict(current.labels), f"the image {tag}")
+            if not no_cache and cache.read("builds", current.id) == digest:
+                console.info(f"Image {tag} is up to date.")
+                return current.id
+        hint = describe_size(plan)
+        if hint:
+            console.warn(hint)
+        console.info(f"Building {tag} from {settings.base_image} ({plan.size / 1024:.1f} KiB of files)")
+        cache.write("checkouts", settings.checkout_id, str(settings.project_dir))
+        with tempfile.TemporaryFile(prefix="nbdock-context-") as archive:
+            write_archive(plan, text, archive)
+            try:
+                image_id = self.engine.build(archive, tag, no_cache, show=_show_build_line)
+            except BuildFailed as failure:
+                raise self._build_error(failure) from None
+        cache.write("builds", image_id, digest)
+        return image_id
+
+    def _build_error(self, failure: BuildFailed) -> NbdockError:
+        settings = self.settings
+        if failure.base_image_missing:
+            return NbdockError(
+                f"the base image {settings.base_image} is not on this machine and could not "
+                f"be pulled ({failure.error}); build one with `invoke base` and set BASE_IMAGE "
+                f"in {settings.env_file} to the name it prints"
             )
-        buildcache.record(result, digest)
-        return result
-
-    # -- server ------------------------------------------------------------------------------
-
-    @cached_property
-    def server_user(self) -> str:
-        """uid:gid for the server, so that what it saves on the host belongs to the right user.
-
-        RUN_AS if set; else the invoking user; when that is root, the owner of the notebooks
-        folder. Only when that folder belongs to root too does the server run as root, and
-        then it says so: it has no more rights than the root user who started it.
-        """
-        settings = self.settings
-        if settings.run_as:
-            user = settings.run_as
-        elif os.getuid() != 0:
-            user = f"{os.getuid()}:{os.getgid()}"
+        console.detail([f"failed step: {failure.step}", *failure.tail])
+        step = failure.step
+        if "pip install" in step:
+            culprit = "a package that will not install: check the requirements file and the log above"
+        elif "apt-get" in step:
+            culprit = f"a system package that will not install: check {self.environment.apt}"
+        elif contract.POST_BUILD in step:
+            culprit = f"{self.environment.post_build} failed: its output is above"
         else:
-            owner = settings.notebooks_path.stat()
-            user = f"{owner.st_uid}:{owner.st_gid}"
-        if user.split(":")[0] == "0":
-            console.warn(
-                f"the notebook server runs as root, because {settings.notebooks_path} belongs "
-                "to root; chown that folder to a user, or set RUN_AS=uid:gid, to run it as that user"
-            )
-        return user
+            culprit = "see the step's output above"
+        return NbdockError(f"the build failed at `{step}` ({failure.error}); {culprit}")
 
-    def _wanted_server(self, user: str) -> str:
-        """A digest of everything the running server depends on: a change means a new container.
+    # -- server ----------------------------------------------------------------------------
 
-        The notebooks are mounted from the host, so a rebuild that only copied new notebooks into
-        the image keeps the running server.
-        """
+    def mounts(self, notebooks_read_only: bool) -> tuple[Mount, ...]:
+        """The notebooks folder, link targets (read-only) and MOUNTS folders, at the places
+        the image has them; and the CA bundle, so that pip at run time trusts the same proxy."""
         settings = self.settings
-        environment = environment_digest(self.dockerfile_text, self.base_image_id, settings)
-        return hashlib.sha256(json.dumps({
+        root = contract.project_root_in_container(settings.notebooks_relative)
+        mounts = [Mount(str(settings.require_notebooks()), contract.NOTEBOOKS, read_only=notebooks_read_only)]
+        if root is not None:
+            mounts += [
+                Mount(str(settings.project_dir / path), str(root / path), read_only=True)
+                for path in self.plan.linked
+            ]
+            for folder, writable in settings.mounts:
+                source = settings.project_dir / folder
+                if not source.is_dir():
+                    raise NbdockError(
+                        f"MOUNTS in {settings.env_file} names {folder}, which is not a folder in "
+                        f"{settings.project_dir}; create it or remove it from MOUNTS"
+                    )
+                mounts.append(Mount(str(source.resolve()), str(root / folder), read_only=not writable))
+        if settings.ca_cert is not None:
+            mounts.append(Mount(str(settings.ca_cert), contract.CA_CERT_IN_CONTAINER, read_only=True))
+        return tuple(mounts)
+
+    def environment_variables(self) -> dict[str, str]:
+        """What every container of the project gets: the user's name and groups, the CA bundle."""
+        variables = self.identity.environment()
+        if self.settings.ca_cert is not None:
+            variables["PIP_CERT"] = contract.CA_CERT_IN_CONTAINER
+        return variables
+
+    def workload(self, name: str, image: str, role: str, **fields: object) -> Workload:
+        """A workload of this project's image as the invoking user, with its labels and resources."""
+        identity = self.identity
+        return Workload(
+            name=name, image=image, user=identity.user, groups=identity.container_groups(),
+            labels={**self.settings.object_labels, contract.LABEL_ROLE: role},
+            resources=self.settings.resources, **fields,  # type: ignore[arg-type]
+        )
+
+    def server_workload(self, image_id: str, token: str) -> Workload:
+        """The notebook server, labelled with a digest of everything it depends on."""
+        settings = self.settings
+        workload = self.workload(
+            settings.container_name, image_id, "server",
+            command=tuple(jupyter.server_command(settings.container_port, self.identity.is_root)),
+            environment={**self.environment_variables(), **jupyter.token_environment()},
+            secrets={jupyter.TOKEN_SECRET: token},
+            mounts=self.mounts(notebooks_read_only=False),
+            ports=(PublishedPort(settings.container_port, settings.host_port or None, settings.host_ip),),
+        )
+        return replace(workload, labels={**workload.labels, contract.LABEL_STATE: self._wanted(workload)})
+
+    def _wanted(self, workload: Workload) -> str:
+        """A digest of what the server depends on: a change means a new container. The notebooks
+        are mounted, so a rebuild that only copied new notebooks into the image keeps the server;
+        a generated token is no part of it, a configured one is."""
+        environment = self.plan.environment_digest(self.dockerfile_text, self.base_image_id)
+        described = {
             "environment": environment,
-            "host_ip": settings.host_ip,
-            "host_port": settings.host_port,
-            "container_port": settings.container_port,
-            "user": user,
-            "notebooks": str(settings.notebooks_path),
-            "token": settings.jupyter_token,
-            "name": settings.container_name,
-        }, sort_keys=True).encode()).hexdigest()
+            "workload": [workload.name, list(workload.command or ()), workload.user, list(workload.groups),
+                         sorted(workload.environment.items()), [repr(m) for m in workload.mounts],
+                         [repr(p) for p in workload.ports], repr(workload.resources)],
+            "token": self.settings.jupyter_token,
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
-    def containers(self) -> list[Container]:
-        """All of this project's containers: servers and headless runs."""
-        return engine.project_containers(self.client, LABEL_PROJECT, self.settings.project_name)
+    def containers(self, role: str | None = None) -> list[Container]:
+        """This checkout's containers (servers, headless and training runs), or those of `role`."""
+        labels = {**self.labels, **({contract.LABEL_ROLE: role} if role else {})}
+        return self.engine.containers(labels)
 
-    def server_containers(self) -> list[Container]:
-        return [c for c in self.containers() if LABEL_SERVER in c.labels]
+    def check_port(self) -> None:
+        """Before building: the host port must be free (or held by this project's own server)."""
+        settings = self.settings
+        if not settings.host_port or self.engine.remote_host:
+            return
+        if any(settings.host_port in c.ports.values() for c in self.containers("server") if c.running):
+            return
+        family = socket.AF_INET6 if ":" in settings.host_ip else socket.AF_INET
+        with socket.socket(family) as probe:
+            try:
+                probe.bind((settings.host_ip, settings.host_port))
+            except OSError:
+                raise self._port_taken() from None
+
+    def _port_taken(self) -> NbdockError:
+        settings = self.settings
+        return PortTaken(
+            f"port {settings.host_port} on {settings.host_ip} is already in use; stop what uses "
+            f"it, or set HOST_PORT in {settings.env_file} to another port (0 picks a free one)"
+        )
+
+    def check_name(self) -> list[Container]:
+        """This checkout's server containers; raises NameConflict when CONTAINER_NAME is taken
+        by a container that is not one of them (another checkout's, or someone else's)."""
+        settings = self.settings
+        ours = self.containers("server")
+        same_name = self.engine.container(settings.container_name)
+        if same_name is not None and same_name.id not in {c.id for c in ours}:
+            if same_name.labels.get(contract.LABEL_PROJECT) == settings.project_name:
+                self._check_owner(dict(same_name.labels), f"the container {settings.container_name}")
+                return [*ours, same_name]  # its checkout is gone: this one takes its place
+            raise NameConflict(
+                f"a container named {settings.container_name} exists but does not belong to "
+                f"project {settings.project_name}; remove it or set CONTAINER_NAME in {settings.env_file}"
+            )
+        return ours
 
     def run(self) -> Server:
-        """Start the server (or keep the one already running as wanted) and wait until it answers."""
+        """Start the server (or keep the one already running as wanted) and wait until it
+        answers. Raises NbdockError when there is no image, the port or name is taken, or the
+        server does not come up (its container is then removed)."""
         settings = self.settings
-        notebooks = settings.require_notebooks()
-        image = engine.image_attrs(self.client, settings.image_name)
+        image = self.engine.image(settings.image_name)
         if image is None:
             raise NbdockError(
                 f"there is no image {settings.image_name} yet; build it with `invoke build` "
                 "(or start everything with `invoke up`)"
             )
-        user = self.server_user
-        wanted = self._wanted_server(user)
-        ours = self.server_containers()
-        same_name = engine.container_named(self.client, settings.container_name)
-        if same_name is not None and same_name.id not in {c.id for c in ours}:
-            raise NbdockError(
-                f"a container named {settings.container_name} exists but does not belong to "
-                f"project {settings.project_name}; remove it or set CONTAINER_NAME in .env"
-            )
+        token = settings.jupyter_token or jupyter.new_token()
+        workload = self.server_workload(image.id, token)
+        ours = self.check_name()
         for container in ours:
-            if container.labels.get(LABEL_SERVER) == wanted:
+            if container.labels.get(contract.LABEL_STATE) == workload.labels[contract.LABEL_STATE]:
                 return self._resume(container)
         for container in ours:
             console.info(f"Replacing {container.name}: its settings or environment changed.")
-            engine.remove(container)
-        token = settings.jupyter_token or jupyter.new_token()
-        options = {
-            "image": image["Id"],
-            "command": jupyter.server_command(settings.container_port, user.startswith("0:")),
-            "name": settings.container_name,
-            "detach": True,
-            "init": True,
-            "user": user,
-            "labels": {**settings.labels, LABEL_SERVER: wanted},
-            "environment": {"JUPYTER_TOKEN": token},
-            "ports": {
-                f"{settings.container_port}/tcp": (settings.host_ip, settings.host_port or None)
-            },
-            "volumes": {str(notebooks): {"bind": jupyter.NOTEBOOKS, "mode": "rw"}},
-        }
+            self.engine.remove(container.id)
         console.info(f"Starting {settings.container_name} on {settings.host_ip}.")
-        container = engine.start(self.client, options, settings.host_ip, settings.host_port)
+        try:
+            container = self.engine.run(workload)
+        except PortTaken:
+            raise self._port_taken() from None
         return self._until_ready(container, reused=False)
 
     def _resume(self, container: Container) -> Server:
-        if container.status == "running":
+        if container.running:
             console.info(f"{container.name} is already running.")
-            return self._until_ready(container, reused=True)
-        console.info(f"Starting {container.name} again.")
-        engine.start_again(container, self.settings.host_ip, self.settings.host_port)
+        else:
+            console.info(f"Starting {container.name} again.")
+            try:
+                self.engine.start(container.id)
+            except PortTaken:
+                raise self._port_taken() from None
         return self._until_ready(container, reused=True)
 
     def _until_ready(self, container: Container, reused: bool) -> Server:
         """Wait for the server; if it does not come up, remove the container and say why."""
         try:
-            with engine.translated(f"inspecting the container {container.name}"):
-                container.reload()
-            port = engine.published_port(container, self.settings.container_port)
+            current = self.engine.container(container.id) or container
+            port = current.ports.get(self.settings.container_port)
             if port is None:
                 raise NbdockError(
                     f"{container.name} publishes no port for {self.settings.container_port}; "
@@ -229,111 +350,113 @@ class Project:
                 )
             outcome = jupyter.wait_until_ready(
                 jupyter.base_url(self.browser_host, port),
-                lambda: engine.is_running(container),
+                lambda: bool((self.engine.container(container.id) or current).running),
                 self.settings.ready_timeout,
             )
             if outcome != "ready":
-                console.detail(engine.log_tail(container))
-                state = container.attrs.get("State", {})
+                console.detail(self.engine.logs(container.id, tail=30))
+                exited = self.engine.container(container.id)
                 raise NbdockError(
-                    f"the notebook server exited during start-up (exit code {state.get('ExitCode')});"
-                    " the end of its log is above"
+                    f"the notebook server exited during start-up (exit code "
+                    f"{exited.exit_code if exited else '?'}); the end of its log is above"
                     if outcome == "exited" else
                     f"the notebook server did not answer within {self.settings.ready_timeout:g} s "
-                    "(the end of its log is above); raise READY_TIMEOUT in .env if the machine "
-                    "is slow"
+                    f"(the end of its log is above); raise READY_TIMEOUT in {self.settings.env_file} "
+                    "if the machine is slow"
                 )
         except BaseException:
-            engine.remove(container)
+            self.engine.remove(container.id)
             raise
-        token = engine.container_env(container).get("JUPYTER_TOKEN", "")
-        return Server(container.name, self.browser_host, port, token, reused)
+        return Server(container.name, self.browser_host, port, self._token(current), reused)
+
+    def _token(self, container: Container) -> str:
+        if self.settings.jupyter_token:
+            return self.settings.jupyter_token
+        data = self.engine.read_file(container.id, contract.secret_path(jupyter.TOKEN_SECRET))
+        return data.decode() if data else ""
 
     def up(self, no_cache: bool = False) -> Server:
-        """Build the image if anything changed, then start the server or keep it running."""
+        """Check what can be checked, build the image if anything changed, then start the
+        server or keep it running."""
+        self.settings.require_notebooks()
+        self.mounts(notebooks_read_only=False)
+        self.check_name()
+        self.check_port()
         self.build(no_cache=no_cache)
         return self.run()
 
     def stop(self) -> list[str]:
-        """Stop this project's running containers (only those); their names."""
+        """Stop this checkout's running containers (only those); their names."""
         stopped = []
         for container in self.containers():
-            if container.status == "running":
-                engine.stop(container)
-                stopped.append(str(container.name))
+            if container.running:
+                self.engine.stop(container.id)
+                stopped.append(container.name)
         return stopped
 
     def down(self, remove_image: bool = False) -> list[str]:
-        """Stop and remove this project's containers (and with remove_image, its image)."""
+        """Stop and remove this checkout's containers (and with remove_image, its images)."""
         removed = []
         for container in self.containers():
-            if container.status == "running":
-                engine.stop(container)
-            engine.remove(container)
-            removed.append(str(container.name))
-        if remove_image and engine.remove_image(self.client, self.settings.image_name):
-            removed.append(self.settings.image_name)
+            self.engine.remove(container.id)
+            removed.append(container.name)
+        if remove_image:
+            for tag in (self.settings.image_name, self.settings.execute_image_name):
+                image = self.engine.image(tag)
+                if image is not None:
+                    self._check_owner(dict(image.labels), f"the image {tag}")
+                    if self.engine.remove_image(tag):
+                        removed.append(tag)
         return removed
 
     def server(self) -> Server:
-        """The running server of this project."""
-        for container in self.server_containers():
-            port = engine.published_port(container, self.settings.container_port)
-            if container.status == "running" and port is not None:
-                token = engine.container_env(container).get("JUPYTER_TOKEN", "")
-                return Server(str(container.name), self.browser_host, port, token, reused=True)
+        """The running server of this checkout. Raises NbdockError when none is running."""
+        for container in self.containers("server"):
+            port = container.ports.get(self.settings.container_port)
+            if container.running and port is not None:
+                return Server(container.name, self.browser_host, port, self._token(container), reused=True)
         raise NbdockError(
             f"no notebook server of project {self.settings.project_name} is running; "
             "start one with `invoke up`"
         )
 
     def status(self) -> list[ContainerStatus]:
-        current = engine.image_attrs(self.client, self.settings.image_name) or {}
+        """This checkout's containers: name, role, state, health, image, and a server's URL."""
+        current = self.engine.image(self.settings.image_name)
         rows = []
         for container in self.containers():
-            image_id = str(container.attrs.get("Image", ""))
             image = (
-                self.settings.image_name if image_id == current.get("Id")
-                else f"{image_id.removeprefix('sha256:')[:12]} (an earlier build)"
+                self.settings.image_name if current is not None and container.image_id == current.id
+                else f"{container.image_id.removeprefix('sha256:')[:12]} (an earlier build)"
             )
-            state = container.attrs.get("State", {})
-            port = engine.published_port(container, self.settings.container_port)
-            token = engine.container_env(container).get("JUPYTER_TOKEN", "")
-            running = container.status == "running" and port is not None
-            rows.append(ContainerStatus(
-                name=str(container.name),
-                state=str(container.status),
-                health=str(state.get("Health", {}).get("Status", "-")),
-                image=image,
-                url=jupyter.lab_url(self.browser_host, port, token) if running and port else None,
-            ))
+            port = container.ports.get(self.settings.container_port)
+            role = container.labels.get(contract.LABEL_ROLE, "")
+            url = None
+            if role == "server" and container.running and port is not None:
+                url = jupyter.lab_url(self.browser_host, port, self._token(container))
+            rows.append(ContainerStatus(container.name, role, container.state, container.health, image, url))
         return rows
 
-    def logs(self, follow: bool = False) -> None:
-        """Print the server's log; with follow, keep printing until Ctrl-C."""
-        containers = self.server_containers()
+    def logs(self, follow: bool = False) -> Iterator[str]:
+        """The server's log; with follow, as it is written until Ctrl-C. Raises NbdockError when
+        there is no server container."""
+        containers = self.containers("server")
         if not containers:
             raise NbdockError(
                 f"project {self.settings.project_name} has no server container; start one with "
                 "`invoke up`"
             )
-        container = containers[0]
-        with engine.translated(f"reading the log of {container.name}"):
-            if not follow:
-                sys.stdout.write(container.logs().decode("utf-8", errors="replace"))
-                return
-            try:
-                for chunk in container.logs(stream=True, follow=True):
-                    sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-                    sys.stdout.flush()
-            except KeyboardInterrupt:
-                return
+        if follow:
+            yield from self.engine.follow_logs(containers[0].id)
+        else:
+            yield from (line + "\n" for line in self.engine.logs(containers[0].id))
 
     def addresses(self) -> tuple[str, str | None]:
-        """(the address a browser uses, the container's own address on its network or None)."""
-        container_ip = None
-        for container in self.server_containers():
-            if container.status == "running":
-                container_ip = engine.container_address(container)
-        return self.browser_host, container_ip
+        """(the address a browser uses, the server container's own address, or None)."""
+        running = [c for c in self.containers("server") if c.running]
+        return self.browser_host, running[0].address if running else None
 
+
+def _show_build_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -1,27 +1,31 @@
 """Settings: `.env` in the project folder, then `NBDOCK_*` environment variables, then task flags.
 
-`.env` is read with python-dotenv's `dotenv_values`, so nothing is written into `os.environ`.
-Only variables named `NBDOCK_<KEY>` override the file, so unrelated variables of the same
-name (a `HOST_PORT` some other tool exports, say) never leak in.
+`.env` is parsed with python-dotenv's parser and nothing is written into `os.environ`. Only
+variables named `NBDOCK_<KEY>` override the file, so an unrelated `HOST_PORT` some other tool
+exports never leaks in. A value in `.env` may refer to variables as `${NAME}` or
+`${NAME:-default}`, resolved the way python-dotenv documents it (an earlier line of `.env`
+first, then the process environment, then the default); a value in single quotes is taken
+literally, as docker compose and the shells do.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import io
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
-from dotenv import dotenv_values
-
+from nbdock import contract
 from nbdock.errors import NbdockError
+from nbdock.workload import Resources, parse_size
 
 ENV_PREFIX = "NBDOCK_"
-ENV_FILE = ".env"
-LABEL_PROJECT = "io.nbdock.project"
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_JUPYTER_PACKAGES = "jupyterlab==4.6.6"
@@ -32,14 +36,26 @@ _IMAGE_REF = re.compile(
     rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_NAME}(?:/{_NAME})*(?::[\w][\w.-]{{0,127}})?"
     r"(?:@sha256:[0-9a-f]{64})?$"
 )
+_REGISTRY = re.compile(rf"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/{_NAME})*$")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _USER_SPEC = re.compile(r"^[0-9]+:[0-9]+$")
+_K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# What a token may hold: it travels in a URL (percent-encoded), a file and an HTTP header.
+_TOKEN = re.compile(r"^[\x21-\x7e]*$")
+# Keys that nbdock no longer reads, with what to do instead.
+RETIRED = {
+    "EXECUTE": "`invoke execute` now builds what it needs on demand; remove the line",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything nbdock needs to know about one project, validated."""
+    """Everything nbdock needs to know about one project, validated.
+
+    Sizes are bytes, times seconds; `mounts` are project-relative folders, each with True when
+    it is mounted writable.
+    """
 
     project_dir: Path
     project_name: str
@@ -56,33 +72,93 @@ class Settings:
     base_mirror: str
     ready_timeout: float
     run_as: str
-    execute: bool
     execute_packages: str
     output_dir: str
     execute_timeout: float
+    kernel: str
+    mounts: tuple[tuple[str, bool], ...]
+    shm_size: int
+    memory: int | None
+    cpus: float | None
+    gpus: str
+    registry: str
+    k8s_context: str
+    k8s_namespace: str
+    train_workers: int
+    train_port: int
+    train_timeout: float
+    train_backend: str
     warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def env_file(self) -> Path:
+        return self.project_dir / contract.ENV_FILE
 
     @property
     def notebooks_path(self) -> Path:
         return (self.project_dir / self.notebooks_dir).resolve()
 
     @property
+    def notebooks_relative(self) -> PurePosixPath:
+        """NOTEBOOKS_DIR relative to the project folder (it is always inside it)."""
+        return PurePosixPath(self.notebooks_path.relative_to(self.project_dir).as_posix())
+
+    @property
     def output_path(self) -> Path:
         return (self.project_dir / self.output_dir).resolve()
 
     @property
+    def checkout_id(self) -> str:
+        """A digest of the project folder: what tells two checkouts of one project apart."""
+        return hashlib.sha256(str(self.project_dir).encode()).hexdigest()[:12]
+
+    @property
     def labels(self) -> dict[str, str]:
-        """Labels on every image and container nbdock makes, so it only ever touches its own."""
-        return {LABEL_PROJECT: self.project_name}
+        """Labels on every object nbdock makes, so it only ever touches its own (images carry
+        these; containers and services also carry the folder, see `object_labels`)."""
+        return {contract.LABEL_PROJECT: self.project_name, contract.LABEL_CHECKOUT: self.checkout_id}
+
+    @property
+    def object_labels(self) -> dict[str, str]:
+        return {**self.labels, contract.LABEL_FOLDER: str(self.project_dir)}
+
+    @property
+    def resources(self) -> Resources:
+        return Resources(cpus=self.cpus, memory=self.memory, shm_size=self.shm_size, gpus=self.gpus)
+
+    @property
+    def execute_image_name(self) -> str:
+        """The image headless and training runs use: IMAGE_NAME's repository, tag `<tag>-execute`."""
+        repository, tag = split_reference(self.image_name)
+        return f"{repository}:{'execute' if tag == 'latest' else tag + '-execute'}"
 
     def require_notebooks(self) -> Path:
+        """The notebooks folder. Raises NbdockError when it does not exist."""
         path = self.notebooks_path
         if not path.is_dir():
             raise NbdockError(
                 f"the notebooks folder {path} does not exist; create it or set NOTEBOOKS_DIR "
-                f"in {self.project_dir / ENV_FILE} to the folder that holds your notebooks"
+                f"in {self.env_file} to the folder that holds your notebooks"
             )
         return path
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference; the tag defaults to `latest`."""
+    name, _, digest = reference.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = name.rsplit(":", 1)
+        return repository, tag
+    return name, digest if digest else "latest"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A task flag that feeds a setting: the flag as the user typed it, and its value (None: not given)."""
+
+    name: str
+    value: object | None
 
 
 Parser = Callable[[str], object]
@@ -92,15 +168,15 @@ def _text(value: str) -> str:
     return value.strip()
 
 
-def _port(low: int) -> Parser:
+def _whole(low: int, high: int) -> Parser:
     def parse(value: str) -> int:
         try:
-            port = int(value)
+            number = int(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a whole number") from None
-        if not low <= port <= 65535:
-            raise ValueError(f"{port} is outside {low}..65535")
-        return port
+        if not low <= number <= high:
+            raise ValueError(f"{number} is outside {low}..{high}")
+        return number
 
     return parse
 
@@ -110,7 +186,7 @@ def _seconds(value: str) -> float:
         seconds = float(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a number of seconds") from None
-    if seconds <= 0:
+    if not seconds > 0:
         raise ValueError("it must be more than 0 seconds")
     return seconds
 
@@ -122,15 +198,6 @@ def _ip(value: str) -> str:
         raise ValueError(f"{value!r} is not an IP address such as 127.0.0.1") from None
 
 
-def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"", "0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{value!r} is not true or false")
-
-
 def _matching(pattern: re.Pattern[str], what: str) -> Parser:
     def parse(value: str) -> str:
         if not pattern.match(value):
@@ -138,6 +205,10 @@ def _matching(pattern: re.Pattern[str], what: str) -> Parser:
         return value
 
     return parse
+
+
+def _optional(parse: Parser) -> Parser:
+    return lambda value: parse(value) if value else ""
 
 
 def _packages(value: str) -> str:
@@ -153,6 +224,69 @@ def _user_spec(value: str) -> str:
     return value
 
 
+def _token(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError("a token may not contain spaces or control characters")
+    return value
+
+
+def _url(value: str) -> str:
+    if value and (urlparse(value).scheme not in {"http", "https", "file"} or not urlparse(value).path):
+        raise ValueError(f"{value!r} is not a URL such as http://deb.debian.org/debian")
+    return value
+
+
+def _relative_folder(value: str) -> str:
+    if Path(value).is_absolute() or ".." in PurePosixPath(value).parts:
+        raise ValueError(f"{value!r} is not a folder inside the project (write it relative to .env)")
+    return value
+
+
+def _mounts(value: str) -> tuple[tuple[str, bool], ...]:
+    mounts = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        folder, writable = (item[:-3], True) if item.endswith(":rw") else (item.removesuffix(":ro"), False)
+        mounts.append((_relative_folder(folder.strip()), writable))
+    return tuple(mounts)
+
+
+def _size(value: str) -> int:
+    return parse_size(value)
+
+
+def _optional_size(value: str) -> int | None:
+    return parse_size(value) if value else None
+
+
+def _cpus(value: str) -> float | None:
+    if not value:
+        return None
+    try:
+        cpus = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of CPUs such as 1.5") from None
+    if not cpus > 0:
+        raise ValueError("it must be more than 0 CPUs")
+    return cpus
+
+
+def _gpus(value: str) -> str:
+    if value and value != "all" and not (value.isdigit() and int(value) > 0):
+        raise ValueError(f"{value!r} is neither `all` nor a count of GPUs such as 1")
+    return value
+
+
+def _one_of(*choices: str) -> Parser:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
 # KEY -> (Settings field, parser, default). A default of None is derived from other settings.
 _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "PROJECT_NAME": ("project_name", _matching(_PROJECT_NAME, "project name (a-z, 0-9, _ . -)"), None),
@@ -160,23 +294,41 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "CONTAINER_NAME": ("container_name", _matching(_CONTAINER_NAME, "container name"), None),
     "BASE_IMAGE": ("base_image", _matching(_IMAGE_REF, "image name such as python:3.12-slim"),
                    DEFAULT_BASE_IMAGE),
-    "NOTEBOOKS_DIR": ("notebooks_dir", _text, "notebooks"),
+    "NOTEBOOKS_DIR": ("notebooks_dir", _relative_folder, "notebooks"),
     "HOST_IP": ("host_ip", _ip, "127.0.0.1"),
-    "HOST_PORT": ("host_port", _port(0), "8888"),
-    "CONTAINER_PORT": ("container_port", _port(1), "8888"),
-    "JUPYTER_TOKEN": ("jupyter_token", _text, ""),
+    "HOST_PORT": ("host_port", _whole(0, 65535), "8888"),
+    "CONTAINER_PORT": ("container_port", _whole(1, 65535), "8888"),
+    "JUPYTER_TOKEN": ("jupyter_token", _token, ""),
     "JUPYTER_PACKAGES": ("jupyter_packages", _packages, DEFAULT_JUPYTER_PACKAGES),
     "CA_CERT": ("ca_cert", _text, ""),
-    "BASE_MIRROR": ("base_mirror", _text, ""),
+    "BASE_MIRROR": ("base_mirror", _url, ""),
     "READY_TIMEOUT": ("ready_timeout", _seconds, "120"),
     "RUN_AS": ("run_as", _user_spec, ""),
-    "EXECUTE": ("execute", _boolean, "false"),
     "EXECUTE_PACKAGES": ("execute_packages", _packages, DEFAULT_EXECUTE_PACKAGES),
     "OUTPUT_DIR": ("output_dir", _text, "outputs"),
     "EXECUTE_TIMEOUT": ("execute_timeout", _seconds, "600"),
+    "KERNEL": ("kernel", _optional(_matching(re.compile(r"^[\w.-]+$"), "kernel name such as python3")), ""),
+    "MOUNTS": ("mounts", _mounts, ""),
+    "SHM_SIZE": ("shm_size", _size, "1g"),
+    "MEMORY": ("memory", _optional_size, ""),
+    "CPUS": ("cpus", _cpus, ""),
+    "GPUS": ("gpus", _gpus, ""),
+    "REGISTRY": ("registry", _optional(_matching(_REGISTRY, "registry such as registry.example:5000/team")),
+                 ""),
+    "K8S_CONTEXT": ("k8s_context", _text, ""),
+    "K8S_NAMESPACE": ("k8s_namespace", _optional(_matching(_K8S_NAMESPACE, "Kubernetes namespace")), ""),
+    "TRAIN_WORKERS": ("train_workers", _whole(1, 64), "2"),
+    "TRAIN_PORT": ("train_port", _whole(1, 65535), "2222"),
+    "TRAIN_TIMEOUT": ("train_timeout", _seconds, "1800"),
+    "TRAIN_BACKEND": ("train_backend", _one_of("local", "swarm", "k8s"), "local"),
 }
 
 KNOWN_KEYS = tuple(_FIELDS)
+
+
+def default_for(key: str) -> str | None:
+    """The default text of setting `key` (None: derived from other settings)."""
+    return _FIELDS[key][2]
 
 
 def default_project_name(project_dir: Path) -> str:
@@ -185,33 +337,77 @@ def default_project_name(project_dir: Path) -> str:
 
 
 def _unknown_key_warning(key: str, where: str) -> str:
+    if key in RETIRED:
+        return f"{key} in {where} is no longer read: {RETIRED[key]}"
     close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
     hint = f"; did you mean {close[0]}?" if close else f"; known settings: {', '.join(KNOWN_KEYS)}"
     return f"unknown setting {key} in {where}{hint}"
 
 
+def read_env_file(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The KEY=value pairs of a `.env` file, with `${NAME}` resolved; and warnings.
+
+    A line python-dotenv cannot parse, or a reference to a variable that is not set, is a
+    warning naming the file and line. A byte-order mark (Windows Notepad) is no part of a key.
+    Raises NbdockError when the file cannot be read.
+    """
+    from dotenv.parser import parse_stream
+    from dotenv.variables import Variable, parse_variables
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise NbdockError(f"cannot read {path} ({error}); make it a readable UTF-8 text file") from None
+    values: dict[str, str] = {}
+    warnings: list[str] = []
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            shown = binding.original.string.strip().splitlines()[0] if binding.original.string.strip() else ""
+            warnings.append(f"{path}:{line}: cannot read `{shown}`; write it as KEY=value")
+            continue
+        if binding.key is None:
+            continue
+        raw = binding.value or ""
+        literal = binding.original.string.split("=", 1)[-1].lstrip().startswith("'")
+        if literal:
+            values[binding.key] = raw
+            continue
+        resolved = []
+        for atom in parse_variables(raw):
+            if isinstance(atom, Variable) and atom.default is None and atom.name not in {**environ, **values}:
+                warnings.append(f"{path}:{line}: {binding.key} refers to ${{{atom.name}}}, which is not set")
+            resolved.append(atom.resolve({**environ, **values}))
+        values[binding.key] = "".join(resolved)
+    return values, warnings
+
+
 def load_settings(
     project_dir: Path,
-    overrides: Mapping[str, object | None] | None = None,
+    flags: Mapping[str, Flag] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Read and validate the project's settings.
 
-    `overrides` are task flags by KEY (a None value means the flag was not given); they win over
-    `NBDOCK_*` variables in `environ`, which win over the project's `.env` file.
+    `flags` maps a KEY to the task flag that feeds it; a flag given on the command line wins
+    over `NBDOCK_*` variables in `environ`, which win over the project's `.env` file. Raises
+    NbdockError naming the key, where its value came from (the file, the variable or the flag
+    as typed) and the reason, when a value is invalid.
     """
     project_dir = project_dir.resolve()
     environ = os.environ if environ is None else environ
-    env_file = project_dir / ENV_FILE
+    env_file = project_dir / contract.ENV_FILE
     warnings: list[str] = []
     raw: dict[str, tuple[str, str]] = {}  # KEY -> (value, where it came from)
 
     if env_file.is_file():
-        for key, value in dotenv_values(env_file).items():
+        values, file_warnings = read_env_file(env_file, environ)
+        warnings += file_warnings
+        for key, value in values.items():
             if key not in _FIELDS:
                 warnings.append(_unknown_key_warning(key, str(env_file)))
             else:
-                raw[key] = (value or "", str(env_file))
+                raw[key] = (value, str(env_file))
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -220,11 +416,11 @@ def load_settings(
             warnings.append(_unknown_key_warning(key, f"the environment variable {name}"))
         else:
             raw[key] = (value, f"the environment variable {name}")
-    for key, flag_value in (overrides or {}).items():
-        if flag_value is not None:
-            raw[key] = (str(flag_value), f"the --{key.lower().replace('_', '-')} flag")
+    for key, flag in (flags or {}).items():
+        if flag.value is not None:
+            raw[key] = (str(flag.value), f"the {flag.name} flag")
 
-    values: dict[str, object] = {}
+    values_by_field: dict[str, object] = {}
     for key, (attribute, parse, default) in _FIELDS.items():
         if key in raw and raw[key][0].strip() != "":
             text, where = raw[key]
@@ -233,22 +429,38 @@ def load_settings(
         else:
             continue
         try:
-            values[attribute] = parse(text.strip())
+            values_by_field[attribute] = parse(text.strip())
         except ValueError as reason:
             raise NbdockError(
                 f"{key} in {where} is invalid: {reason}; fix it (see .env.example for every setting)"
             ) from None
 
-    project_name = str(values.get("project_name") or default_project_name(project_dir))
-    values["project_name"] = project_name
-    values.setdefault("image_name", f"nbdock-{project_name}:latest")
-    values.setdefault("container_name", f"nbdock-{project_name}")
-    if not values["ca_cert"] and environ.get("PIP_CERT"):
+    project_name = str(values_by_field.get("project_name") or default_project_name(project_dir))
+    values_by_field["project_name"] = project_name
+    values_by_field.setdefault("image_name", f"nbdock-{project_name}:latest")
+    values_by_field.setdefault("container_name", f"nbdock-{project_name}")
+    if not values_by_field["ca_cert"] and environ.get("PIP_CERT"):
         # The bundle the host's own pip trusts is the one builds need behind the same proxy.
         raw["CA_CERT"] = (environ["PIP_CERT"], "the PIP_CERT environment variable")
-        values["ca_cert"] = environ["PIP_CERT"]
-    values["ca_cert"] = _resolve_ca_cert(str(values["ca_cert"]), project_dir, raw)
-    return Settings(project_dir=project_dir, warnings=tuple(warnings), **values)  # type: ignore[arg-type]
+        values_by_field["ca_cert"] = environ["PIP_CERT"]
+    values_by_field["ca_cert"] = _resolve_ca_cert(str(values_by_field["ca_cert"]), project_dir, raw)
+    settings = Settings(project_dir=project_dir, warnings=tuple(warnings), **values_by_field)  # type: ignore[arg-type]
+    _check_folders(settings, raw)
+    return settings
+
+
+def _check_folders(settings: Settings, raw: Mapping[str, tuple[str, str]]) -> None:
+    """NOTEBOOKS_DIR and MOUNTS must stay inside the project folder, also through links."""
+    paths = [("NOTEBOOKS_DIR", settings.notebooks_path)]
+    paths += [("MOUNTS", (settings.project_dir / folder).resolve()) for folder, _ in settings.mounts]
+    for key, path in paths:
+        if path != settings.project_dir and settings.project_dir not in path.parents:
+            where = raw.get(key, ("", "the defaults"))[1]
+            raise NbdockError(
+                f"{key} in {where} is invalid: {path} is outside the project folder "
+                f"{settings.project_dir} (through a link); the Dockerfile must build from the "
+                "project folder alone, so move that folder into it"
+            )
 
 
 def _resolve_ca_cert(text: str, project_dir: Path, raw: Mapping[str, tuple[str, str]]) -> Path | None:
@@ -256,12 +468,16 @@ def _resolve_ca_cert(text: str, project_dir: Path, raw: Mapping[str, tuple[str, 
         return None
     where = raw["CA_CERT"][1]
     path = (project_dir / os.path.expanduser(text)).resolve()
-    if not path.is_file():
+    try:
+        pem = path.read_bytes() if path.is_file() else None
+    except OSError as error:
+        raise NbdockError(f"CA_CERT in {where} is invalid: cannot read {path} ({error.strerror})") from None
+    if pem is None:
         raise NbdockError(
             f"CA_CERT in {where} is invalid: {path} is not a file; point it at the PEM bundle "
             "your proxy's certificates are in (the one pip uses: `pip config list`)"
         )
-    if b"-----BEGIN CERTIFICATE-----" not in path.read_bytes():
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
         raise NbdockError(
             f"CA_CERT in {where} is invalid: {path} holds no PEM certificate "
             "(no '-----BEGIN CERTIFICATE-----' line); point it at a PEM bundle"

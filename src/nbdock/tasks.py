@@ -1,12 +1,15 @@
 """The invoke tasks. Each one parses its flags and calls the typed functions that do the work.
 
-A project's tasks.py only needs `from nbdock.tasks import ns`.
+A project's tasks.py only needs `from nbdock.tasks import ns`. Every task goes through one exit
+point (`_user_errors`): an NbdockError becomes `nbdock: <message>` on stderr and exit code 1,
+Ctrl-C becomes `nbdock: interrupted` and exit code 130.
 """
 
 from __future__ import annotations
 
 import functools
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,9 +22,19 @@ from invoke.tasks import Task, task
 from nbdock import console
 from nbdock.errors import NbdockError
 from nbdock.project import Project
-from nbdock.settings import Settings, load_settings
+from nbdock.settings import Flag, Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# For each task, its flags that feed a setting: flag (as a Python name) -> setting KEY. An
+# invalid value is then reported against the flag the user typed.
+SETTING_FLAGS: dict[str, dict[str, str]] = {
+    "build": {"base_image": "BASE_IMAGE"},
+    "run": {"port": "HOST_PORT", "host_ip": "HOST_IP"},
+    "up": {"port": "HOST_PORT", "host_ip": "HOST_IP", "base_image": "BASE_IMAGE"},
+    "execute": {"timeout": "EXECUTE_TIMEOUT", "kernel": "KERNEL"},
+    "base": {"mirror": "BASE_MIRROR"},
+}
 
 
 def _user_errors(body: F) -> F:
@@ -32,7 +45,7 @@ def _user_errors(body: F) -> F:
         try:
             return body(*args, **kwargs)
         except NbdockError as error:
-            raise Exit(f"nbdock: {error}", code=error.exit_code) from None
+            raise Exit(f"nbdock: {error}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("nbdock: interrupted", code=130) from None
 
@@ -49,15 +62,18 @@ def nbdock_task(flags: dict[str, str] | None = None, **options: Any) -> Callable
     return decorate
 
 
-def _settings(**flags: object) -> Settings:
-    settings = load_settings(Path.cwd(), {key.upper(): value for key, value in flags.items()})
+def _settings(task_name: str = "", **values: object) -> Settings:
+    """The project's settings, with the task's flags that feed settings (see SETTING_FLAGS)."""
+    keys = SETTING_FLAGS.get(task_name, {})
+    flags = {keys[name]: Flag("--" + name.replace("_", "-"), value) for name, value in values.items()}
+    settings = load_settings(Path.cwd(), flags)
     for warning in settings.warnings:
         console.warn(warning)
     return settings
 
 
-def _project(**flags: object) -> Project:
-    return Project(_settings(**flags))
+def _project(task_name: str = "", **values: object) -> Project:
+    return Project(_settings(task_name, **values))
 
 
 _SERVER_FLAGS = {
@@ -72,36 +88,40 @@ _BUILD_FLAGS = {
 
 @nbdock_task()
 def dockerfile(c: Context) -> None:
-    """Write Dockerfile from Dockerfile.template and the settings."""
+    """Write Dockerfile (and .dockerignore) from Dockerfile.template and the settings."""
     from nbdock import dockerfile as rendering
+    from nbdock.context import write_dockerignore
 
-    settings = _settings()
-    console.info(f"Wrote {rendering.write(settings, rendering.render(settings))}")
+    project = _project()
+    console.info(f"Wrote {rendering.write(project.settings.project_dir, project.dockerfile_text)}")
+    ignore = write_dockerignore(project.plan)
+    if ignore is not None:
+        console.info(f"Wrote {ignore}")
 
 
 @nbdock_task(flags=_BUILD_FLAGS)
 def build(c: Context, base_image: str | None = None, no_cache: bool = False) -> None:
     """Build the project's image, each step shown live (skipped when nothing changed)."""
-    _project(base_image=base_image).build(no_cache=no_cache)
+    _project("build", base_image=base_image).build(no_cache=no_cache)
 
 
 @nbdock_task(flags=_SERVER_FLAGS)
-def run(c: Context, port: int | None = None, host_ip: str | None = None) -> None:
+def run(c: Context, port: str | None = None, host_ip: str | None = None) -> None:
     """Start the notebook server from the built image and wait until it answers."""
-    server = _project(host_port=port, host_ip=host_ip).run()
+    server = _project("run", port=port, host_ip=host_ip).run()
     console.info(server.url)
 
 
 @nbdock_task(flags={**_BUILD_FLAGS, **_SERVER_FLAGS})
 def up(
     c: Context,
-    port: int | None = None,
+    port: str | None = None,
     host_ip: str | None = None,
     base_image: str | None = None,
     no_cache: bool = False,
 ) -> None:
     """Write the Dockerfile, build, run, and print the URL to open (the last line)."""
-    server = _project(host_port=port, host_ip=host_ip, base_image=base_image).up(no_cache=no_cache)
+    server = _project("up", port=port, host_ip=host_ip, base_image=base_image).up(no_cache=no_cache)
     console.info("Jupyter is ready" + (" (already running)." if server.reused else "."))
     console.info(server.url)
 
@@ -127,9 +147,9 @@ def stop(c: Context) -> None:
     console.info(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
 
 
-@nbdock_task(flags={"image": "remove the project's image too"})
+@nbdock_task(flags={"image": "remove the project's images too"})
 def down(c: Context, image: bool = False) -> None:
-    """Stop and remove this project's containers; the image stays unless --image."""
+    """Stop and remove this project's containers; the images stay unless --image."""
     removed = _project().down(remove_image=image)
     console.info(f"Removed {', '.join(removed)}." if removed else "Nothing to remove.")
 
@@ -142,7 +162,7 @@ def status(c: Context) -> None:
     if not rows:
         console.info(f"Project {project.settings.project_name} has no container.")
     for row in rows:
-        console.info(f"{row.name}  {row.state}  health: {row.health}  image: {row.image}")
+        console.info(f"{row.name}  {row.role}  {row.state}  health: {row.health}  image: {row.image}")
         if row.url:
             console.info(f"  {row.url}")
 
@@ -150,7 +170,12 @@ def status(c: Context) -> None:
 @nbdock_task(flags={"follow": "keep printing new lines until Ctrl-C"})
 def logs(c: Context, follow: bool = False) -> None:
     """Print the notebook server's log."""
-    _project().logs(follow=follow)
+    try:
+        for text in _project().logs(follow=follow):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
 
 
 @nbdock_task(flags={
@@ -158,12 +183,12 @@ def logs(c: Context, follow: bool = False) -> None:
     "suite": "Debian (or Ubuntu) release to bootstrap (default: the host's)",
     "mirror": "apt mirror URL (BASE_MIRROR; default: the host's apt sources)",
 })
-def base(c: Context, tag: str | None = None, suite: str | None = None,
-         mirror: str | None = None) -> None:
+def base(c: Context, tag: str | None = None, suite: str | None = None, mirror: str | None = None) -> None:
     """Build a local base image with Python from Debian packages (no registry needed)."""
-    from nbdock import baseimage, engine
+    from nbdock import baseimage
+    from nbdock.engine import Engine
 
-    settings = _settings(base_mirror=mirror)
+    settings = _settings("base", mirror=mirror)
     suite = suite or baseimage.host_suite() or "bookworm"
     chosen_mirror = settings.base_mirror or baseimage.host_mirror(suite)
     if not chosen_mirror:
@@ -172,7 +197,7 @@ def base(c: Context, tag: str | None = None, suite: str | None = None,
             ".env (or pass --mirror) to a Debian mirror URL"
         )
     tag = tag or "nbdock-base"
-    baseimage.build_base(engine.connect(), tag, suite, chosen_mirror)
+    baseimage.build_base(Engine(), tag, suite, chosen_mirror)
     console.info(f"Built {tag}. Use it with this line in .env:")
     console.info(f"BASE_IMAGE={tag}")
 
@@ -184,6 +209,7 @@ def base(c: Context, tag: str | None = None, suite: str | None = None,
         "jobs": "how many notebooks run at once, each in its own container",
         "html": "also write an HTML rendering of each executed notebook",
         "timeout": "seconds one notebook may run (EXECUTE_TIMEOUT)",
+        "kernel": "the kernel to run every notebook with (KERNEL; default: the notebook's own)",
     },
     iterable=["notebook", "parameter"],
 )
@@ -193,20 +219,21 @@ def execute(
     parameter: list[str] | None = None,
     jobs: int = 1,
     html: bool = False,
-    timeout: float | None = None,
+    timeout: str | None = None,
+    kernel: str | None = None,
 ) -> None:
     """Run notebooks headless in the project's image with papermill; results in OUTPUT_DIR."""
     from nbdock import execute as headless
 
-    project = _project(execute_timeout=timeout)
-    outcomes = headless.execute(
-        project, notebook or [], parameter or [], jobs, html, project.settings.execute_timeout
-    )
+    project = _project("execute", timeout=timeout, kernel=kernel)
+    settings = project.settings
+    outcomes = headless.execute(project, notebook or [], parameter or [], jobs, html,
+                                settings.execute_timeout, settings.kernel)
     for outcome in outcomes:
         if outcome.status != "ok":
             for line in headless.explain(outcome):
                 console.info(line)
-    for line in headless.summary(outcomes, project.settings.project_dir):
+    for line in headless.summary(outcomes, settings.project_dir):
         console.info(line)
     failed = [outcome for outcome in outcomes if outcome.status != "ok"]
     if failed:
@@ -223,11 +250,14 @@ def init(c: Context) -> None:
 
     for name in ("tasks.py", "Dockerfile.template", ".env.example"):
         target = Path.cwd() / name
-        if target.exists():
+        if target.exists() or target.is_symlink():
             console.info(f"Kept {name}: it already exists.")
-        else:
+            continue
+        try:
             shutil.copyfile(default_file(name), target)
-            console.info(f"Wrote {name}")
+        except OSError as error:
+            raise NbdockError(f"cannot write {target} ({error.strerror}); run init in your folder") from None
+        console.info(f"Wrote {name}")
     console.info("Next: put your notebooks in notebooks/ (or set NOTEBOOKS_DIR), then `invoke up`.")
 
 

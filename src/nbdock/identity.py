@@ -1,0 +1,86 @@
+"""Who runs in the containers: the invoking user, with their name and supplementary groups.
+
+Files the server saves in a mounted folder belong to that user, and what the user may do on the
+host (a team folder of a group they are in), the server may do in the container. The image's
+entrypoint turns NB_USER and NB_GROUPS into entries of the container's user database, so the
+user has a name and a home whatever their uid.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbdock import console, contract
+from nbdock.settings import Settings
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user: uid, primary gid, name, and supplementary groups as (name, gid) pairs."""
+
+    uid: int
+    gid: int
+    name: str
+    groups: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def user(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+    @property
+    def is_root(self) -> bool:
+        return self.uid == 0
+
+    def container_groups(self) -> tuple[str, ...]:
+        """Supplementary group ids in the container: the user's, and the image's environment
+        group, whose members may install packages into the virtual environment."""
+        gids = {gid for _, gid in self.groups} | {contract.IMAGE_GID}
+        return tuple(str(gid) for gid in sorted(gids - {self.gid}))
+
+    def environment(self) -> dict[str, str]:
+        """What the image's entrypoint reads to name the user and their groups."""
+        named = [(group_name(self.gid), self.gid), *self.groups]
+        return {"NB_USER": self.name, "NB_GROUPS": " ".join(f"{name}:{gid}" for name, gid in named)}
+
+
+def group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return f"group{gid}"
+
+
+def _account(uid: int, gid: int) -> Identity:
+    """uid and gid with the host's name and groups for them, where the host knows that user."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return Identity(uid, gid, f"user{uid}")
+    gids = os.getgrouplist(name, gid) if uid != os.getuid() else os.getgroups()
+    groups = tuple(sorted({(group_name(g), g) for g in gids if g != gid}, key=lambda pair: pair[1]))
+    return Identity(uid, gid, name, groups)
+
+
+def invoker(settings: Settings) -> Identity:
+    """Who the containers run as: RUN_AS if set; else the invoking user; when that is root,
+    the owner of the notebooks folder. Only when that folder belongs to root too do they run
+    as root, and then nbdock says so: they have no more rights than the root user who asked.
+    """
+    if settings.run_as:
+        uid, gid = (int(part) for part in settings.run_as.split(":"))
+    elif os.getuid() != 0:
+        uid, gid = os.getuid(), os.getgid()
+    else:
+        owner = Path(settings.notebooks_path).stat()
+        uid, gid = owner.st_uid, owner.st_gid
+    identity = _account(uid, gid)
+    if identity.is_root:
+        console.warn(
+            f"the containers run as root, because {settings.notebooks_path} belongs to root; "
+            "chown that folder to a user, or set RUN_AS=uid:gid, to run them as that user"
+        )
+    return identity
