@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,17 @@ import pytest
 from tests.helpers.images import remove_images_built_on
 from tests.helpers.projects import BASE_IMAGE, REPO, ProjectCopy, clean_environment, new_project
 from tests.helpers.tracker import Tracker
+from tests.helpers.wait import wait_until
+
+REGISTRY = "127.0.0.1:5000"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,3 +101,51 @@ def make_project(
         return project
 
     return make
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry on loopback: the one .ci/run starts on 127.0.0.1:5000, else Debian's
+    docker-registry started here on a free port (the engine trusts loopback registries)."""
+    if _answers(f"http://{REGISTRY}/v2/"):
+        yield REGISTRY
+        return
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        message = "no registry answers on 127.0.0.1:5000 and docker-registry is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    folder = tmp_path_factory.mktemp("registry")
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {folder / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: {address}\n"
+    )
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(f"http://{address}/v2/"), 30, "the registry to answer")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_client: Any) -> Iterator[bool]:
+    """Whether this engine was already a Swarm manager when the session started. Tests make the
+    swarm themselves (`swarm.up --init`); at the end it is left only if a test made it."""
+    active = docker_client.info().get("Swarm", {}).get("LocalNodeState") == "active"
+    bridges = {network.name for network in docker_client.networks.list(names=["docker_gwbridge"])}
+    yield active
+    if not active and docker_client.info().get("Swarm", {}).get("LocalNodeState") == "active":
+        docker_client.swarm.leave(force=True)
+        if not bridges:  # the bridge `swarm init` made for this node
+            for network in docker_client.networks.list(names=["docker_gwbridge"]):
+                network.remove()

@@ -6,6 +6,8 @@ context, the engines and the tests agree on one set of paths.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import PurePosixPath
 
 # Inside the image.
@@ -82,3 +84,21 @@ def project_root_in_container(notebooks_dir: PurePosixPath) -> PurePosixPath | N
     if depth > 2:
         return None
     return notebooks.parents[depth - 1] if depth else notebooks
+
+
+def dns_label(name: str, suffix: str = "", limit: int = 63) -> str:
+    """`name` (plus `-suffix`) as a DNS label, as Swarm services, overlay networks and Kubernetes
+    objects need (RFC 1035: a-z, 0-9 and `-`, starting with a letter, at most `limit` characters).
+
+    A name that had to be changed (other characters, a leading digit) or cut keeps a short digest
+    of the original, so that distinct names stay distinct. `suffix` must already be a-z, 0-9, `-`.
+    """
+    tail = f"-{suffix}" if suffix else ""
+    label = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if label and not label[0].isalpha():
+        label = f"n-{label}"
+    if label == name and len(label) + len(tail) <= limit:
+        return label + tail
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    kept = label[: limit - len(tail) - len(digest) - 1].rstrip("-")
+    return "-".join(part for part in (kept, digest) if part) + tail

@@ -87,6 +87,11 @@ class Container:
     def running(self) -> bool:
         return self.state == "running"
 
+    @property
+    def service(self) -> str | None:
+        """The Swarm service this container is a task of, or None for a container of its own."""
+        return self.labels.get("com.docker.swarm.service.name")
+
 
 @dataclass(frozen=True)
 class Task:
@@ -269,15 +274,15 @@ def container_options(workload: Workload) -> dict[str, Any]:
 
 def service_options(
     workload: Workload,
-    secret_ids: Mapping[str, str],
+    secrets: Mapping[str, tuple[str, str]],
     restart: bool,
     constraints: list[str],
 ) -> dict[str, Any]:
     """The Docker SDK's `services.create` keyword arguments for `workload`.
 
     Endpoint mode dnsrr with host-mode published ports: the ingress mesh and VIP mode hang
-    collective traffic, and dnsrr accepts only host-mode ports. `secret_ids` maps each of the
-    workload's secret names to the id of the Docker secret that holds it.
+    collective traffic, and dnsrr accepts only host-mode ports. `secrets` maps each of the
+    workload's secret names to the (id, name) of the Docker secret that holds its value.
     """
     from docker.types import (
         EndpointSpec,
@@ -311,8 +316,8 @@ def service_options(
         "mounts": mounts,
         "init": workload.init,
         "secrets": [
-            SecretReference(secret_ids[name], name, filename=name, uid=str(workload.uid),
-                            gid=str(workload.gid), mode=0o400)
+            SecretReference(*secrets[name], filename=name, uid=str(workload.uid), gid=str(workload.gid),
+                            mode=0o400)
             for name in sorted(workload.secrets)
         ],
         "restart_policy": RestartPolicy(condition="any" if restart else "none", delay=1_000_000_000),
@@ -692,13 +697,13 @@ class Engine:
             pass
 
     def create_service(
-        self, workload: Workload, secret_ids: Mapping[str, str], restart: bool, constraints: list[str],
+        self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+        constraints: list[str],
     ) -> str:
-        """Create a Swarm service of one replica for `workload`; its id."""
+        """Create a Swarm service of one replica for `workload`; its id. `secrets` as in
+        `service_options`."""
         with _classified(f"creating the service {workload.name}"):
-            created = self.client.services.create(
-                **service_options(workload, secret_ids, restart, constraints)
-            )
+            created = self.client.services.create(**service_options(workload, secrets, restart, constraints))
         return str(created.id)
 
     def services(self, labels: Mapping[str, str]) -> list[Service]:

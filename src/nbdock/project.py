@@ -127,11 +127,11 @@ class Project:
         folder = labels.get(contract.LABEL_FOLDER) or cache.read("checkouts", other)
         if folder is not None and not Path(folder).is_dir():
             return
-        where = f"the checkout at {folder}" if folder else "another checkout"
+        where = f"the checkout at {folder}" if folder else "another checkout (its folder is unknown here)"
         raise NameConflict(
             f"{what} belongs to {where}, which has the same project name "
             f"{self.settings.project_name}; set PROJECT_NAME in {self.settings.env_file} to "
-            "another name so that both can run"
+            "another name so that both can run" + ("" if folder else ", or remove it if that checkout is gone")
         )
 
     def build(self, no_cache: bool = False, execute: bool = False) -> str:
@@ -259,9 +259,10 @@ class Project:
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
     def containers(self, role: str | None = None) -> list[Container]:
-        """This checkout's containers (servers, headless and training runs), or those of `role`."""
+        """This checkout's containers (servers, headless and training runs), or those of `role`;
+        never the tasks of its Swarm services, which `swarm.py` manages."""
         labels = {**self.labels, **({contract.LABEL_ROLE: role} if role else {})}
-        return self.engine.containers(labels)
+        return [c for c in self.engine.containers(labels) if c.service is None]
 
     def check_port(self) -> None:
         """Before building: the host port must be free (or held by this project's own server)."""

@@ -244,6 +244,71 @@ def execute(
 
 
 @nbdock_task()
+def push(c: Context) -> None:
+    """Push the image to REGISTRY, progress shown live; print its digest-pinned reference."""
+    from nbdock import registry
+
+    console.info(registry.push(_project()))
+
+
+@nbdock_task(
+    name="up",
+    flags={"init": "create a single-node swarm on 127.0.0.1 if this engine has none",
+           "public": "accept that Swarm publishes on every interface, whatever HOST_IP says"},
+)
+def swarm_up(c: Context, init: bool = False, public: bool = False) -> None:
+    """Serve the notebooks as a Docker Swarm service; print the URL to open (the last line)."""
+    from nbdock.swarm import SwarmServer
+
+    console.info(SwarmServer(_project()).up(init=init, public=public))
+
+
+@nbdock_task(name="down", flags={"volumes": "also remove the notebooks volume (what was saved in it is lost)"})
+def swarm_down(c: Context, volumes: bool = False) -> None:
+    """Remove this project's Swarm service and its secret; the notebooks volume stays unless --volumes."""
+    from nbdock.swarm import SwarmServer
+
+    removed = SwarmServer(_project()).down(volumes=volumes)
+    console.info(f"Removed {', '.join(removed)}." if removed else "Nothing to remove.")
+
+
+@nbdock_task(name="status")
+def swarm_status(c: Context) -> None:
+    """Show this project's Swarm services, their state and URL."""
+    from nbdock.swarm import SwarmServer
+
+    project = _project()
+    rows = SwarmServer(project).status()
+    if not rows:
+        console.info(f"Project {project.settings.project_name} has no Swarm service.")
+    for row in rows:
+        console.info(f"{row.name}  {row.state}" + (f"  {row.error}" if row.error else ""))
+        if row.url:
+            console.info(f"  {row.url}")
+
+
+@nbdock_task(name="url")
+def swarm_url(c: Context) -> None:
+    """Print the URL of this project's Swarm service, token included."""
+    from nbdock.swarm import SwarmServer
+
+    console.info(SwarmServer(_project()).url())
+
+
+@nbdock_task(name="logs", flags={"follow": "keep printing new lines until Ctrl-C"})
+def swarm_logs(c: Context, follow: bool = False) -> None:
+    """Print the log of this project's Swarm service."""
+    from nbdock.swarm import SwarmServer
+
+    try:
+        for text in SwarmServer(_project()).logs(follow=follow):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+
+
+@nbdock_task()
 def init(c: Context) -> None:
     """Add tasks.py, Dockerfile.template and .env.example to this folder (never overwrites)."""
     from nbdock.dockerfile import default_file
@@ -262,5 +327,6 @@ def init(c: Context) -> None:
 
 
 ns = Collection(
-    dockerfile, build, run, up, url, ip, stop, down, status, logs, execute, base, init
+    dockerfile, build, run, up, url, ip, stop, down, status, logs, execute, base, init, push,
+    Collection("swarm", swarm_up, swarm_down, swarm_status, swarm_url, swarm_logs),
 )
