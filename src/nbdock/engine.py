@@ -9,6 +9,7 @@ words catch a kind and word the hint.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import os
 import re
@@ -127,7 +128,7 @@ def _classified(action: str) -> Iterator[None]:
         explanation = _explanation(error)
         if any(hint in explanation for hint in _PORT_TAKEN):
             raise PortTaken(f"{action} failed: {explanation}") from None
-        if error.status_code == 409 or "already exists" in explanation or "already in use" in explanation:
+        if "already exists" in explanation or "is already in use" in explanation:
             raise NameConflict(f"{action} failed: {explanation}") from None
         raise EngineAPIError(f"{action} failed: {explanation}") from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
@@ -289,7 +290,6 @@ def service_options(
         Healthcheck,
         Mount,
         NetworkAttachmentConfig,
-        Placement,
         Resources,
         RestartPolicy,
         SecretReference,
@@ -321,6 +321,9 @@ def service_options(
             for name in sorted(workload.secrets)
         ],
         "restart_policy": RestartPolicy(condition="any" if restart else "none", delay=1_000_000_000),
+        # A run that is not restarted is stopped at once when it must stop (TensorFlow waiting for
+        # a peer ignores SIGTERM); a server gets Docker's usual grace period.
+        "stop_grace_period": None if restart else 1_000_000_000,
         "endpoint_spec": EndpointSpec(
             mode="dnsrr",
             ports={p.host_port or 0: (p.container_port, "tcp", "host") for p in workload.ports},
@@ -340,7 +343,7 @@ def service_options(
     if workload.working_dir:
         options["workdir"] = workload.working_dir
     if constraints:
-        options["placement"] = Placement(constraints=constraints)
+        options["constraints"] = constraints
     return options
 
 
@@ -551,11 +554,9 @@ class Engine:
             self.client.api.stop(container)
 
     def kill(self, container: str) -> None:
-        try:
-            with _classified(f"stopping the container {container}"):
-                self.client.api.kill(container)
-        except (NotFound, EngineAPIError):  # already gone, or no longer running
-            pass
+        """Stop a container at once (SIGKILL); one that is gone or no longer running is no error."""
+        with contextlib.suppress(NotFound, EngineAPIError), _classified(f"stopping the container {container}"):
+            self.client.api.kill(container)
 
     def remove(self, container: str) -> None:
         """Remove a container, running or not; one that is already gone is no error."""

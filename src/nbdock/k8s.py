@@ -268,12 +268,18 @@ def token_secret(project_name: str, token: str) -> dict[str, Any]:
     }
 
 
-def tf_config(job: str, service: str, workers: int, port: int) -> str:
-    """Compact TF_CONFIG for worker $(JOB_COMPLETION_INDEX) of `workers`, at <job>-<i>.<service>:<port>.
+def worker_hosts(project_name: str, workers: int, port: int) -> list[str]:
+    """The training workers' addresses: pod <job>-<i>, behind the headless Service, on `port`."""
+    name = object_name(project_name, "train")
+    return [f"{name}-{index}.{name}:{port}" for index in range(workers)]
+
+
+def tf_config(project_name: str, workers: int, port: int) -> str:
+    """Compact TF_CONFIG for worker $(JOB_COMPLETION_INDEX) of `workers` (see `worker_hosts`).
 
     Kubernetes puts the worker's index in place of the reference when the pod starts.
     """
-    hosts = json.dumps([f"{job}-{index}.{service}:{port}" for index in range(workers)], separators=(",", ":"))
+    hosts = json.dumps(worker_hosts(project_name, workers, port), separators=(",", ":"))
     return f'{{"cluster":{{"worker":{hosts}}},"task":{{"type":"worker","index":$({COMPLETION_INDEX})}}}}'
 
 
@@ -294,7 +300,7 @@ def training_objects(workload: Workload, project_name: str, workers: int, port: 
     env = [
         {"name": COMPLETION_INDEX, "valueFrom": {"fieldRef": {"fieldPath": _COMPLETION_INDEX_FIELD}}},
         *_environment(workload),
-        {"name": "TF_CONFIG", "value": tf_config(name, name, workers, port)},
+        {"name": "TF_CONFIG", "value": tf_config(project_name, workers, port)},
     ]
     worker = _container("worker", workload, env)
     worker["ports"] = [{"name": "tf", "containerPort": port, "protocol": "TCP"}]

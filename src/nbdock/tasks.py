@@ -34,6 +34,8 @@ SETTING_FLAGS: dict[str, dict[str, str]] = {
     "up": {"port": "HOST_PORT", "host_ip": "HOST_IP", "base_image": "BASE_IMAGE"},
     "execute": {"timeout": "EXECUTE_TIMEOUT", "kernel": "KERNEL"},
     "base": {"mirror": "BASE_MIRROR"},
+    "train": {"workers": "TRAIN_WORKERS", "backend": "TRAIN_BACKEND", "timeout": "TRAIN_TIMEOUT"},
+    "k8s.manifests": {"workers": "TRAIN_WORKERS"},
 }
 
 
@@ -308,6 +310,100 @@ def swarm_logs(c: Context, follow: bool = False) -> None:
         return
 
 
+@nbdock_task(
+    name="manifests",
+    flags={
+        "validate": "also check every object against the Kubernetes schemas, offline",
+        "train-script": "also write the training Job for this script in NOTEBOOKS_DIR",
+        "train-notebook": "also write the training Job for this notebook in NOTEBOOKS_DIR",
+        "workers": "training workers (TRAIN_WORKERS)",
+        "parameter": "name=value for the notebook's `parameters` cell (repeatable)",
+    },
+    iterable=["parameter"],
+)
+def k8s_manifests(c: Context, validate: bool = False, train_script: str | None = None,
+                  train_notebook: str | None = None, workers: str | None = None,
+                  parameter: list[str] | None = None) -> None:
+    """Push the image and write k8s/ (server, and training with --train-*) for review."""
+    from nbdock import kubectl, training
+
+    project = _project("k8s.manifests", workers=workers)
+    run = None
+    if train_script or train_notebook:
+        settings = project.settings
+        run = training.prepare(project, train_script, train_notebook, parameter or [], settings.train_workers,
+                               settings.train_port, settings.train_timeout)
+    kubectl.manifests(project, validate=validate, run=run)
+    if validate:
+        console.info("Every object passed nbdock's checks and the Kubernetes schemas.")
+
+
+@nbdock_task(name="up")
+def k8s_up(c: Context) -> None:
+    """Apply the server to the cluster kubectl points at; print a URL through port-forward."""
+    from nbdock.kubectl import KubernetesServer
+
+    console.info(KubernetesServer(_project()).up())
+
+
+@nbdock_task(name="down", flags={"volumes": "also delete the notebooks claim (what was saved in it is lost)"})
+def k8s_down(c: Context, volumes: bool = False) -> None:
+    """Delete this project's server objects from the cluster; the notebooks claim stays unless --volumes."""
+    from nbdock.kubectl import KubernetesServer
+
+    console.info(KubernetesServer(_project()).down(volumes=volumes).strip() or "Nothing to delete.")
+
+
+@nbdock_task(name="status")
+def k8s_status(c: Context) -> None:
+    """Show this project's server objects on the cluster."""
+    from nbdock.kubectl import KubernetesServer
+
+    console.info(KubernetesServer(_project()).status().rstrip())
+
+
+@nbdock_task(name="url")
+def k8s_url(c: Context) -> None:
+    """Print the server's URL through kubectl port-forward on 127.0.0.1."""
+    from nbdock.kubectl import KubernetesServer
+
+    console.info(KubernetesServer(_project()).url())
+
+
+@nbdock_task(
+    flags={
+        "workers": "how many workers (TRAIN_WORKERS, default 2)",
+        "script": "a Python script in NOTEBOOKS_DIR to run on every worker",
+        "notebook": "a notebook in NOTEBOOKS_DIR to run on every worker (papermill)",
+        "parameter": "name=value for the notebook's `parameters` cell (repeatable)",
+        "backend": "where the workers run: local, swarm or k8s (TRAIN_BACKEND)",
+        "timeout": "seconds the whole run may take (TRAIN_TIMEOUT)",
+    },
+    iterable=["parameter"],
+)
+def train(c: Context, workers: str | None = None, script: str | None = None, notebook: str | None = None,
+          parameter: list[str] | None = None, backend: str | None = None, timeout: str | None = None) -> None:
+    """Train with TensorFlow on N workers of the project's image, each with its TF_CONFIG."""
+    from nbdock import kubectl, training
+
+    project = _project("train", workers=workers, backend=backend, timeout=timeout)
+    settings = project.settings
+    run = training.prepare(project, script, notebook, parameter or [], settings.train_workers,
+                           settings.train_port, settings.train_timeout)
+    if settings.train_backend == "k8s":
+        outcomes, folder = kubectl.train(project, run)
+    else:
+        outcomes, folder = training.train(project, run, settings.train_backend)
+    for line in training.explain(outcomes, run.timeout):
+        console.info(line)
+    for line in training.summary(outcomes):
+        console.info(line)
+    console.info(f"Logs and the chief's outputs: {folder}")
+    problem = training.verdict(outcomes, run.timeout)
+    if problem:
+        raise NbdockError(problem)
+
+
 @nbdock_task()
 def init(c: Context) -> None:
     """Add tasks.py, Dockerfile.template and .env.example to this folder (never overwrites)."""
@@ -328,5 +424,7 @@ def init(c: Context) -> None:
 
 ns = Collection(
     dockerfile, build, run, up, url, ip, stop, down, status, logs, execute, base, init, push,
+    train,
     Collection("swarm", swarm_up, swarm_down, swarm_status, swarm_url, swarm_logs),
+    Collection("k8s", k8s_manifests, k8s_up, k8s_down, k8s_status, k8s_url),
 )

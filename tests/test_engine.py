@@ -1,0 +1,62 @@
+"""How a Workload becomes the Docker SDK's arguments (no engine needed): the SDK's own argument
+translation must accept them, for containers and for Swarm services."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+from docker.models.containers import _create_container_args
+from docker.models.services import _get_create_service_kwargs
+
+from nbdock.engine import _secrets_archive, container_options, service_options
+from nbdock.workload import Mount, PublishedPort, Resources, Workload
+
+WORKLOAD = Workload(
+    name="nbdock-demo", image="sha256:abc", command=("jupyter", "lab"), user="1234:1234", groups=("1000", "4321"),
+    environment={"A": "1"}, secrets={"jupyter_token": "secret"},
+    mounts=(Mount("/home/me/exp:baseline, v2/notebooks", "/home/nbdock/notebooks"),
+            Mount("volume-name", "/data", read_only=True, kind="volume")),
+    labels={"io.nbdock.project": "demo"}, ports=(PublishedPort(8888, None, "127.0.0.1"),),
+    network="net", aliases=("w-0.svc",), health_check=False, working_dir="/home/nbdock",
+    resources=Resources(cpus=1.5, memory=2**30, shm_size=2**30, gpus="2"),
+)
+
+
+def test_the_sdk_accepts_the_container_arguments() -> None:
+    options = container_options(WORKLOAD)
+    created = _create_container_args({**options, "version": "1.41"})
+    host = created["host_config"]
+    assert created["user"] == "1234:1234" and created["command"] == ["jupyter", "lab"]
+    assert host["Mounts"][0]["Source"] == "/home/me/exp:baseline, v2/notebooks"  # no src:dst:mode string
+    assert host["Mounts"][1]["ReadOnly"] is True and host["GroupAdd"] == ["1000", "4321"]
+    assert host["PortBindings"] == {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["ShmSize"] == 2**30
+    assert created["healthcheck"] == {"test": ["NONE"]}
+    assert "secret" not in str(created)
+
+
+def test_the_sdk_accepts_the_service_arguments() -> None:
+    options = service_options(WORKLOAD, {"jupyter_token": ("id1", "nbdock-demo-token-1")}, restart=False,
+                              constraints=["node.id==abc"])
+    created = _get_create_service_kwargs("create", dict(options))
+    task = created["task_template"]
+    assert task["ContainerSpec"]["Args"] == ["jupyter", "lab"] and task["ContainerSpec"]["Command"] is None
+    assert task["Placement"]["Constraints"] == ["node.id==abc"]
+    assert task["RestartPolicy"]["Condition"] == "none" and task["ContainerSpec"]["StopGracePeriod"] == 10**9
+    secret = task["ContainerSpec"]["Secrets"][0]
+    assert (secret["SecretName"], secret["File"]["Name"], secret["File"]["UID"], secret["File"]["Mode"]) == (
+        "nbdock-demo-token-1", "jupyter_token", "1234", 0o400)
+    assert created["endpoint_spec"]["Mode"] == "dnsrr"
+    assert created["endpoint_spec"]["Ports"][0]["PublishMode"] == "host"
+    assert task["Networks"][0]["Aliases"] == ["w-0.svc"]
+    assert {"Target": "/dev/shm", "Type": "tmpfs"}.items() <= task["ContainerSpec"]["Mounts"][-1].items()
+    assert "secret" not in str({k: v for k, v in created.items()}).replace("Secret", "")
+
+
+def test_secrets_are_files_only_their_user_reads() -> None:
+    with tarfile.open(fileobj=io.BytesIO(_secrets_archive(WORKLOAD))) as archive:
+        member = archive.getmember("run/secrets/jupyter_token")
+        assert (member.uid, member.gid, member.mode) == (1234, 1234, 0o400)
+        extracted = archive.extractfile(member)
+        assert extracted is not None and extracted.read() == b"secret"
