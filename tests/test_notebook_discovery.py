@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,14 +68,17 @@ def test_the_failing_cell_is_read_from_the_executed_notebook(tmp_path: Path) -> 
     assert failure_in(tmp_path / "missing.ipynb") is None
 
 
-def test_a_cell_during_which_the_kernel_died_is_found(tmp_path: Path) -> None:
+def test_the_cell_during_which_the_kernel_died_is_the_last_one_started(tmp_path: Path) -> None:
     executed = tmp_path / "out.ipynb"
-    executed.write_text(
-        '{"cells": [{"cell_type": "code", "source": "ok = 1", "outputs": [], "metadata": '
-        '{"papermill": {"status": "completed"}}}, {"cell_type": "code", "source": "big = bytearray(10**10)", '
-        '"outputs": [], "metadata": {"papermill": {"status": "running"}}}]}'
-    )
-    failure = failure_in(executed)
+    cells = [("ok = 1", {"status": "completed", "start_time": "t1"}),
+             ("big = bytearray(10**10)", {"status": "completed", "start_time": "t2"}),
+             ("never = 1", {"status": "pending"})]
+    executed.write_text(json.dumps({"cells": [
+        {"cell_type": "code", "source": source, "outputs": [], "metadata": {"papermill": meta}}
+        for source, meta in cells
+    ]}))
+    assert failure_in(executed) is None
+    failure = failure_in(executed, died=True)
     assert failure is not None and failure.source == "big = bytearray(10**10)"
     assert failure.name == "DeadKernelError"
 

@@ -1,10 +1,12 @@
 """What nbdock remembers between runs, in the user's cache folder (XDG_CACHE_HOME/nbdock).
 
 One small file per record, in a folder per kind: `builds` (image id -> the digest of what it
-was built from, so an unchanged project skips its build), `bases` (base image id -> what a
-probe found in it), `kernels` (image id -> its Jupyter kernels), `pushed` (image id -> the
-digest-pinned reference a registry returned) and `tokens` (a Swarm service's generated token,
-mode 0600). A lost record only costs work done again; a cache that cannot be written is no error.
+was built from, so an unchanged project skips its build), `owners` (image id -> the project
+folder that built it), `bases` (base image id -> what a probe found in it), `kernels` and
+`tensorflow` (image id -> its Jupyter kernels, whether TensorFlow imports), `tokens` (a
+generated token of a Swarm or Kubernetes server, mode 0600) and `forwards` (a running
+`kubectl port-forward`). A lost record only costs work done again; a cache that cannot be
+written is no error.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
@@ -98,7 +99,7 @@ class ContextPlan:
         hashed = hashlib.sha256(f"{base_image_id}\0{dockerfile_text}\0".encode())
         if self.settings.ca_cert is not None:
             hashed.update(_read(self.settings.ca_cert))
-        roots = [source.as_posix() for source in (*self.environment.sources, *self.package)]
+        roots = [source.as_posix() for source in (*self.environment.files, *self.package)]
         for entry in self.entries:
             if any(entry.name == root or entry.name.startswith(root + "/") for root in roots):
                 hashed.update(f"{entry.name}\0{entry.size}\0{entry.mtime_ns}\0{entry.link}\0".encode())
@@ -233,6 +234,13 @@ class _Walker:
             raise _unreadable(folder, error) from None
 
 
+def outermost(paths: Iterable[PurePosixPath]) -> tuple[PurePosixPath, ...]:
+    """`paths` without those inside another of them, sorted: each is copied once, and a file
+    copied again over its own folder's copy would make a layer the engine cannot export."""
+    chosen = sorted(set(paths), key=lambda path: path.as_posix())
+    return tuple(path for path in chosen if not any(other in path.parents for other in chosen))
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -274,7 +282,7 @@ def _follow_links(walker: _Walker, settings: Settings, warnings: list[str]) -> l
         else:
             walker.add(target)
             linked.append(PurePosixPath(walker.name(target)))
-    return sorted(set(linked), key=lambda p: p.as_posix())
+    return list(outermost(linked))
 
 
 def plan_context(settings: Settings, environment: Environment) -> ContextPlan:
@@ -291,7 +299,7 @@ def plan_context(settings: Settings, environment: Environment) -> ContextPlan:
     else:
         walker.add(notebooks)
     linked = _follow_links(walker, settings, warnings)
-    for source in environment.sources:
+    for source in environment.files:
         walker.add(settings.project_dir / source)
     package: list[PurePosixPath] = []
     if environment.needs_project:
@@ -332,7 +340,7 @@ def dockerignore_text(plan: ContextPlan) -> str:
     notebooks = settings.notebooks_relative.as_posix()
     if notebooks != ".":
         lines += ["*", f"!{notebooks}"]
-        lines += [f"!{path.as_posix()}" for path in (*plan.linked, *plan.environment.sources, *plan.package)]
+        lines += [f"!{path.as_posix()}" for path in (*plan.linked, *plan.environment.files, *plan.package)]
     lines += [f"**/{name}" for name in sorted(NEVER_SENT_NAMES)]
     lines += [f"**/{contract.ENV_FILE}.*", f"!**/{contract.ENV_FILE}.example", *sorted(NBDOCK_FILES)]
     if settings.ca_cert is not None:
@@ -418,7 +426,7 @@ def describe_size(plan: ContextPlan) -> str | None:
     """A hint when the context is large, naming its largest files; None when it is small."""
     if plan.size < LARGE_CONTEXT:
         return None
-    largest = ", ".join(f"{e.name} ({e.size / 2**20:.0f} MiB)" for e in plan.largest())
+    largest = ", ".join(f"{e.name} ({e.size / 2**20:.0f} MiB)" for e in plan.largest() if e.size >= 2**20)
     return (
         f"the build context is {plan.size / 2**20:.0f} MiB, mostly {largest}; list data files in "
         f"{contract.DOCKERIGNORE} and mount their folder with MOUNTS to keep builds small"

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from nbdock import contract, jupyter
-from nbdock.context import ContextPlan
+from nbdock.context import ContextPlan, outermost
 from nbdock.errors import NbdockError
 
 
@@ -47,7 +47,7 @@ def render(plan: ContextPlan, execute: bool = False) -> str:
         (source.as_posix(), posixpath.join(str(project_root), source.as_posix()))
         for source in plan.linked
     ]
-    environment_files = [source.as_posix() for source in (*environment.sources, *plan.package)]
+    environment_files = [source.as_posix() for source in outermost((*environment.sources, *plan.package))]
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     jinja.filters["dirname"] = posixpath.dirname
     try:
@@ -72,7 +72,7 @@ def render(plan: ContextPlan, execute: bool = False) -> str:
             ca_cert=contract.CA_CERT_IN_CONTEXT if settings.ca_cert is not None else "",
             container_port=settings.container_port,
             server_command=json.dumps(jupyter.server_command(settings.container_port)),
-            labels=" ".join(f'{key}="{value}"' for key, value in sorted(settings.labels.items())),
+            labels=" ".join(f'{key}="{value}"' for key, value in sorted(settings.image_labels.items())),
             notebooks_dir=settings.notebooks_relative.as_posix(),
             linked=linked,
         )

@@ -53,6 +53,11 @@ class Environment:
     sources: tuple[PurePosixPath, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
+    @property
+    def files(self) -> tuple[PurePosixPath, ...]:
+        """Everything the build reads from the environment folder: `sources` and apt.txt."""
+        return (*self.sources, *([self.apt] if self.apt else []))
+
 
 def _relative(project_dir: Path, path: Path, named_in: str, reference: str) -> PurePosixPath:
     """`path` relative to the project folder; raises NbdockError when it is missing or outside."""

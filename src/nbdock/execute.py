@@ -117,13 +117,14 @@ def notebook_in(root: Path, name: str, suffixes: tuple[str, ...] = (".ipynb",)) 
     return path.relative_to(root).as_posix()
 
 
-def failure_in(executed: Path) -> Failure | None:
-    """The first cell whose output is an error, or that papermill left running (the kernel
-    died during it), from an executed notebook file."""
+def failure_in(executed: Path, died: bool = False) -> Failure | None:
+    """The first cell whose output is an error, from an executed notebook file; when the kernel
+    `died`, the last cell papermill started (it stops there, and marks nothing else)."""
     try:
         notebook = json.loads(executed.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    started = None
     for cell in notebook.get("cells", []):
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else source
@@ -135,9 +136,11 @@ def failure_in(executed: Path) -> Failure | None:
                     value=output.get("evalue", ""),
                     traceback=_ANSI.sub("", "\n".join(output.get("traceback", []))),
                 )
-        if cell.get("metadata", {}).get("papermill", {}).get("status") in {"running", "failed"}:
-            return Failure(source=source, name="DeadKernelError", value="the kernel died running this cell",
-                           traceback="")
+        if cell.get("metadata", {}).get("papermill", {}).get("start_time"):
+            started = source
+    if died and started is not None:
+        return Failure(source=started, name="DeadKernelError", value="the kernel died running this cell",
+                       traceback="")
     return None
 
 
@@ -282,14 +285,12 @@ class Execution:
         log = engine.logs(container.id, tail=40)
         final = engine.container(container.id)
         engine.remove(container.id)
-        failure = failure_in(output)
+        died = (final is not None and final.oom_killed) or code == 137 or any("Kernel died" in line for line in log)
+        failure = failure_in(output, died=died)
         if code is None:
             return Outcome(notebook, "timed out", seconds, output, failure, log, note)
         if code == 0:
             return Outcome(notebook, "ok", seconds, output, note=note)
-        died = (final is not None and final.oom_killed) or code == 137 or (
-            failure is not None and failure.name == "DeadKernelError"
-        ) or any("Kernel died" in line for line in log)
         if died:
             cause = killed_cause(final, self.project)
             return Outcome(notebook, "killed", seconds, output, failure, log, note, cause)

@@ -55,14 +55,18 @@ def group_name(gid: int) -> str:
 
 
 def _account(uid: int, gid: int) -> Identity:
-    """uid and gid with the host's name and groups for them, where the host knows that user."""
+    """uid and gid with the host's name for that user and its supplementary groups: the groups
+    this process has when it is that user, else those the host's group database gives it."""
     try:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
-        return Identity(uid, gid, f"user{uid}")
-    gids = os.getgrouplist(name, gid) if uid != os.getuid() else os.getgroups()
+        name = ""
+    if uid == os.getuid():
+        gids = os.getgroups()
+    else:
+        gids = os.getgrouplist(name, gid) if name else []
     groups = tuple(sorted({(group_name(g), g) for g in gids if g != gid}, key=lambda pair: pair[1]))
-    return Identity(uid, gid, name, groups)
+    return Identity(uid, gid, name or f"user{uid}", groups)
 
 
 def invoker(settings: Settings) -> Identity:

@@ -118,20 +118,21 @@ class Project:
         runtime = (self.environment.folder / contract.RUNTIME).as_posix()
         baseimage.check_base(facts, self.settings.base_image, self.environment.python, runtime)
 
-    def _check_owner(self, labels: dict[str, str], what: str) -> None:
-        """Refuse to touch `what` when another checkout of a project of the same name made it
-        (unless that checkout's folder is gone: then this one takes over)."""
-        other = labels.get(contract.LABEL_CHECKOUT)
-        if not other or other == self.settings.checkout_id:
+    def _other_checkout(self, folder: str | None) -> str | None:
+        """`folder` when it is another checkout that still exists; one that is gone is taken over."""
+        if not folder or folder == str(self.settings.project_dir) or not Path(folder).is_dir():
+            return None
+        return folder
+
+    def _check_owner(self, folder: str | None, what: str) -> None:
+        """Refuse to touch `what` when another checkout of a project of the same name, at
+        `folder`, made it."""
+        if self._other_checkout(folder) is None:
             return
-        folder = labels.get(contract.LABEL_FOLDER) or cache.read("checkouts", other)
-        if folder is not None and not Path(folder).is_dir():
-            return
-        where = f"the checkout at {folder}" if folder else "another checkout (its folder is unknown here)"
         raise NameConflict(
-            f"{what} belongs to {where}, which has the same project name "
+            f"{what} belongs to the checkout at {folder}, which has the same project name "
             f"{self.settings.project_name}; set PROJECT_NAME in {self.settings.env_file} to "
-            "another name so that both can run" + ("" if folder else ", or remove it if that checkout is gone")
+            "another name so that both can run"
         )
 
     def build(self, no_cache: bool = False, execute: bool = False) -> str:
@@ -152,7 +153,7 @@ class Project:
         digest = plan.digest(text, self.base_image_id)
         current = self.engine.image(tag)
         if current is not None:
-            self._check_owner(dict(current.labels), f"the image {tag}")
+            self._check_owner(cache.read("owners", current.id), f"the image {tag}")
             if not no_cache and cache.read("builds", current.id) == digest:
                 console.info(f"Image {tag} is up to date.")
                 return current.id
@@ -160,7 +161,6 @@ class Project:
         if hint:
             console.warn(hint)
         console.info(f"Building {tag} from {settings.base_image} ({plan.size / 1024:.1f} KiB of files)")
-        cache.write("checkouts", settings.checkout_id, str(settings.project_dir))
         with tempfile.TemporaryFile(prefix="nbdock-context-") as archive:
             write_archive(plan, text, archive)
             try:
@@ -168,6 +168,7 @@ class Project:
             except BuildFailed as failure:
                 raise self._build_error(failure) from None
         cache.write("builds", image_id, digest)
+        cache.write("owners", image_id, str(settings.project_dir))
         return image_id
 
     def _build_error(self, failure: BuildFailed) -> NbdockError:
@@ -180,7 +181,10 @@ class Project:
             )
         console.detail([f"failed step: {failure.step}", *failure.tail])
         step = failure.step
-        if "pip install" in step:
+        if any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
+            culprit = (f"pip could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
+                       f"{settings.env_file} to the proxy's CA bundle (the one your own pip uses)")
+        elif "pip install" in step:
             culprit = "a package that will not install: check the requirements file and the log above"
         elif "apt-get" in step:
             culprit = f"a system package that will not install: check {self.environment.apt}"
@@ -293,7 +297,8 @@ class Project:
         same_name = self.engine.container(settings.container_name)
         if same_name is not None and same_name.id not in {c.id for c in ours}:
             if same_name.labels.get(contract.LABEL_PROJECT) == settings.project_name:
-                self._check_owner(dict(same_name.labels), f"the container {settings.container_name}")
+                folder = same_name.labels.get(contract.LABEL_FOLDER)
+                self._check_owner(folder, f"the container {settings.container_name}")
                 return [*ours, same_name]  # its checkout is gone: this one takes its place
             raise NameConflict(
                 f"a container named {settings.container_name} exists but does not belong to "
@@ -404,10 +409,11 @@ class Project:
         if remove_image:
             for tag in (self.settings.image_name, self.settings.execute_image_name):
                 image = self.engine.image(tag)
-                if image is not None:
-                    self._check_owner(dict(image.labels), f"the image {tag}")
-                    if self.engine.remove_image(tag):
-                        removed.append(tag)
+                other = self._other_checkout(cache.read("owners", image.id)) if image else None
+                if other:
+                    console.info(f"Kept the image {tag}: the checkout at {other} built it.")
+                elif image is not None and self.engine.remove_image(tag):
+                    removed.append(tag)
         return removed
 
     def server(self) -> Server:

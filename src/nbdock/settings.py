@@ -41,8 +41,8 @@ _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _USER_SPEC = re.compile(r"^[0-9]+:[0-9]+$")
 _K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# What a token may hold: it travels in a URL (percent-encoded), a file and an HTTP header.
-_TOKEN = re.compile(r"^[\x21-\x7e]*$")
+# What a token may hold: it travels in a URL (percent-encoded) and a file, and is typed or pasted.
+_TOKEN = re.compile(r"^[^\s\x00-\x1f\x7f]*$")
 # Keys that nbdock no longer reads, with what to do instead.
 RETIRED = {
     "EXECUTE": "`invoke execute` now builds what it needs on demand; remove the line",
@@ -113,13 +113,19 @@ class Settings:
         return hashlib.sha256(str(self.project_dir).encode()).hexdigest()[:12]
 
     @property
+    def image_labels(self) -> dict[str, str]:
+        """The labels the Dockerfile gives the image: the same in every checkout of the project."""
+        return {contract.LABEL_PROJECT: self.project_name}
+
+    @property
     def labels(self) -> dict[str, str]:
-        """Labels on every object nbdock makes, so it only ever touches its own (images carry
-        these; containers and services also carry the folder, see `object_labels`)."""
-        return {contract.LABEL_PROJECT: self.project_name, contract.LABEL_CHECKOUT: self.checkout_id}
+        """What marks this checkout's containers, services, networks, volumes and secrets: nbdock
+        only ever touches objects that carry all of these."""
+        return {**self.image_labels, contract.LABEL_CHECKOUT: self.checkout_id}
 
     @property
     def object_labels(self) -> dict[str, str]:
+        """`labels`, and the project folder itself, so that another checkout can name it."""
         return {**self.labels, contract.LABEL_FOLDER: str(self.project_dir)}
 
     @property
