@@ -76,15 +76,7 @@ class SwarmServer:
 
     @cached_property
     def token(self) -> str:
-        """JUPYTER_TOKEN, or a generated token kept (0600) in nbdock's cache for `swarm.url`."""
-        if self.settings.jupyter_token:
-            return self.settings.jupyter_token
-        key = f"swarm-{self.settings.checkout_id}"
-        token = cache.read("tokens", key)
-        if not token:
-            token = jupyter.new_token()
-            cache.write("tokens", key, token, private=True)
-        return token
+        return jupyter.kept_token(self.settings.jupyter_token, f"swarm-{self.settings.checkout_id}")
 
     def check_public(self, public: bool) -> None:
         """Swarm binds a published port on every interface: refuse unless that is what was asked."""
@@ -169,9 +161,19 @@ class SwarmServer:
             time.sleep(0.2)
 
     def _published_port(self, service: Service) -> int | None:
+        """The host port of the task that is up. Swarm reports it only once the task's first
+        health check passed, though the port answers at once: until then it is HOST_PORT, or
+        what the task's container on this engine publishes."""
         for task in service.tasks:
-            if task.state == "running" and self.settings.container_port in task.ports:
+            if task.state not in {"starting", "running"}:
+                continue
+            if self.settings.container_port in task.ports:
                 return task.ports[self.settings.container_port]
+            if self.settings.host_port:
+                return self.settings.host_port
+            container = self.project.engine.container(task.container_id) if task.container_id else None
+            if container is not None and self.settings.container_port in container.ports:
+                return container.ports[self.settings.container_port]
         return None
 
     def _until_ready(self) -> str:
