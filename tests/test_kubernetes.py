@@ -16,22 +16,13 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers.projects import ProjectCopy, Result, run_in
+from tests.helpers.projects import ProjectCopy, assert_one_line_failure, run_in
 from tests.helpers.rehearsal import Rehearsal
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.docker
 URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)$")
-
-
-def one_line_failure(result: Result, *phrases: str) -> str:
-    assert result.returncode == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.message.startswith("nbdock: "), result.output
-    for phrase in phrases:
-        assert phrase in result.message, result.message
-    return result.message
 
 
 def objects(path: Path) -> dict[str, dict[str, Any]]:
@@ -50,9 +41,13 @@ def test_the_manifests_validate_and_hold_no_token(
 ) -> None:
     project = make_project(REGISTRY=f"{registry}/nbdock-tests", PROJECT_NAME="k8s_test.v2",
                            JUPYTER_TOKEN="not-in-any-file")
-    written = project.invoke("k8s.manifests", "--validate")
+    (project.notebooks / "train.py").write_text("print('trained')\n")
+    written = project.invoke("k8s.manifests", "--validate", "--train-script", "train.py", "--workers", "3")
     assert written.returncode == 0, written.output
     assert written.last_line == "Every object passed nbdock's checks and the Kubernetes schemas."
+    assert "Objects are named nbdock-k8s-test-v2-" in written.stdout  # PROJECT_NAME as a DNS label
+    service, job = yaml.safe_load_all((project.path / "k8s" / "train.yaml").read_text())
+    assert job["spec"]["completions"] == 3 and service["spec"]["clusterIP"] == "None"
     manifest = project.path / "k8s" / "server.yaml"
     text = manifest.read_text()
     assert "not-in-any-file" not in text
@@ -92,7 +87,7 @@ def test_the_deployments_pod_serves_with_its_token_when_rehearsed(
 def test_without_kubectl_k8s_up_says_so(make_project: Callable[..., ProjectCopy], tmp_path: Path) -> None:
     project = make_project(REGISTRY="127.0.0.1:5000/nowhere")
     result = run_in(project.path, [sys.executable, "-m", "invoke", "k8s.up"], {"PATH": str(tmp_path)})
-    one_line_failure(result, "kubectl is not installed")
+    assert_one_line_failure(result, "kubectl is not installed")
     assert not (project.path / "k8s").exists()
 
 
@@ -107,7 +102,7 @@ def test_a_context_that_does_not_answer_is_one_line_and_nothing_is_applied(
         "users:\n- name: nobody\n  user: {token: x}\n"
     )
     project = make_project(REGISTRY=f"{registry}/nbdock-tests")
-    one_line_failure(project.invoke("k8s.up", KUBECONFIG=str(config)), "context nowhere does not answer",
+    assert_one_line_failure(project.invoke("k8s.up", KUBECONFIG=str(config)), "context nowhere does not answer",
                      "K8S_CONTEXT")
     assert not (project.path / "k8s").exists()  # refused before anything was pushed or written
     assert docker_client.images.list(name=f"{registry}/nbdock-tests/nbdock-{project.name}") == []

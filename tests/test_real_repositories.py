@@ -5,7 +5,6 @@ Dockerfile built by another builder."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,19 +16,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.projects import REPO, URL, ProjectCopy, Result
+from tests.helpers.notebooks import notebook, printed
+from tests.helpers.projects import REPO, URL, ProjectCopy, assert_one_line_failure
 from tests.helpers.tracker import Tracker, project_containers
 
 pytestmark = pytest.mark.docker
-
-
-def one_line_failure(result: Result, *phrases: str) -> str:
-    assert result.returncode == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    assert result.message.startswith("nbdock: "), result.output
-    for phrase in phrases:
-        assert phrase in result.message, result.message
-    return result.message
 
 
 def write(folder: Path, files: dict[str, str]) -> None:
@@ -39,22 +30,8 @@ def write(folder: Path, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
-def notebook(*sources: str, kernel: dict[str, str] | None = None) -> str:
-    cells: list[dict[str, Any]] = [
-        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
-        for source in sources
-    ]
-    metadata = {"kernelspec": kernel or {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    return json.dumps({"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5})
-
-
 def in_image(client: Any, image: str, command: str) -> str:
     return str(client.containers.run(image, ["sh", "-c", command], remove=True, entrypoint=[]).decode())
-
-
-def outputs_of(path: Path) -> str:
-    cells = json.loads(path.read_text())["cells"]
-    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 
 
 def local_package(folder: Path, name: str) -> None:
@@ -96,7 +73,7 @@ def test_requirements_that_refer_to_other_files_reach_pip(
     project.chown()
     result = project.invoke("execute", "--notebook", "imports.ipynb")
     assert result.returncode == 0, result.output
-    assert outputs_of(project.path / "outputs" / "imports.ipynb") == "analysis editpkg linkpkg mypkg wheelpkg 0.9.0\n"
+    assert printed(project.path / "outputs" / "imports.ipynb") == "analysis editpkg linkpkg mypkg wheelpkg 0.9.0\n"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +90,7 @@ def test_what_requirements_refer_to_and_cannot_reach_pip_stops_before_the_build(
     project = make_project()
     (project.path / "requirements.txt").write_text(requirements)
     result = project.invoke("up")
-    one_line_failure(result, "requirements.txt line 1", phrase)
+    assert_one_line_failure(result, "requirements.txt line 1", phrase)
     assert "Step 1/" not in result.stdout
 
 
@@ -150,7 +127,7 @@ def test_what_the_image_cannot_do_is_named_before_building(
     project = make_project()
     write(project.path, files)
     result = project.invoke("up")
-    one_line_failure(result, phrase)
+    assert_one_line_failure(result, phrase)
     assert "Step 1/" not in result.stdout
 
 
@@ -198,7 +175,7 @@ def test_data_beside_the_notebooks_reads_the_same_everywhere(
     assert alone == "a,b\n1,2\nkey\nfound\n"
     executed = project.invoke("execute", "--notebook", "reads.ipynb")
     assert executed.returncode == 0, executed.output
-    assert outputs_of(project.path / "outputs" / "reads.ipynb") == "1,2 found more\n"
+    assert printed(project.path / "outputs" / "reads.ipynb") == "1,2 found more\n"
 
 
 def test_a_link_that_cannot_resolve_is_named_at_up(make_project: Callable[..., ProjectCopy], tmp_path: Path) -> None:
@@ -246,7 +223,7 @@ def test_a_base_without_python_is_refused_before_building(
     try:
         project = make_project(BASE_IMAGE=tag)
         result = project.invoke("up")
-        one_line_failure(result, f"BASE_IMAGE {tag} cannot be built on: it has no python3", "Debian-like")
+        assert_one_line_failure(result, f"BASE_IMAGE {tag} cannot be built on: it has no python3", "Debian-like")
         assert "Step 1/" not in result.stdout
     finally:
         docker_client.images.remove(tag, force=True)
@@ -269,7 +246,7 @@ def test_notebooks_saved_with_other_kernels_run_with_the_images_python(
     chosen = project.invoke("execute", "--notebook", "conda.ipynb", "--kernel", "python3")
     assert chosen.returncode == 0 and "ran with" not in chosen.stdout, chosen.output
     wrong = project.invoke("execute", "--notebook", "conda.ipynb", "--kernel", "julia")
-    one_line_failure(wrong, "the kernel julia is not in the image")
+    assert_one_line_failure(wrong, "the kernel julia is not in the image")
 
 
 def test_two_checkouts_of_one_project_never_touch_each_other(
@@ -290,7 +267,7 @@ def test_two_checkouts_of_one_project_never_touch_each_other(
     served = first.invoke("up")
     assert served.returncode == 0, served.output
     refused = second.invoke("up")
-    one_line_failure(refused, f"belongs to the checkout at {first.path}", "PROJECT_NAME")
+    assert_one_line_failure(refused, f"belongs to the checkout at {first.path}", "PROJECT_NAME")
     assert "Step 1/" not in refused.stdout
     kept = second.invoke("down", "--image")
     assert kept.returncode == 0 and f"Kept the image {first.image}: the checkout at {first.path}" in kept.stdout

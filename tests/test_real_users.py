@@ -18,35 +18,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
-from tests.helpers.projects import ProjectCopy, Result, clean_environment, new_project
+from tests.helpers.notebooks import notebook, printed
+from tests.helpers.projects import ProjectCopy, Result, assert_one_line_failure, clean_environment, new_project
 from tests.helpers.tracker import Tracker, project_containers
 
 pytestmark = pytest.mark.docker
 SERVER_UID = 1500
 TEAM_GID = 4321
-
-
-def one_line_failure(result: Result, *phrases: str) -> str:
-    assert result.returncode == 1, result.output
-    assert "Traceback" not in result.output, result.output
-    assert result.message.startswith("nbdock: "), result.output
-    for phrase in phrases:
-        assert phrase in result.message, result.message
-    return result.message
-
-
-def notebook(*sources: str) -> str:
-    cells: list[dict[str, Any]] = [
-        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
-        for source in sources
-    ]
-    return json.dumps({"cells": cells, "metadata": {"kernelspec": {"name": "python3", "language": "python"}},
-                       "nbformat": 4, "nbformat_minor": 5})
-
-
-def outputs_of(path: Path) -> str:
-    cells = json.loads(path.read_text())["cells"]
-    return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 
 
 def as_user(project: ProjectCopy, *args: str, groups: tuple[int, ...] = ()) -> Result:
@@ -111,7 +89,7 @@ def test_a_headless_run_has_a_name_too(make_project: Callable[..., ProjectCopy])
     project.chown()
     result = project.invoke("execute", "--notebook", "who.ipynb")
     assert result.returncode == 0, result.output
-    assert outputs_of(project.path / "outputs" / "who.ipynb") == "user1500\n"
+    assert printed(project.path / "outputs" / "who.ipynb") == "user1500\n"
 
 
 def test_packages_install_at_run_time_through_the_proxy(make_project: Callable[..., ProjectCopy]) -> None:
@@ -122,7 +100,7 @@ def test_packages_install_at_run_time_through_the_proxy(make_project: Callable[.
     project.chown()
     result = project.invoke("execute", "--notebook", "install.ipynb")
     assert result.returncode == 0, result.output
-    assert outputs_of(project.path / "outputs" / "install.ipynb").strip().endswith("1.16.0")
+    assert printed(project.path / "outputs" / "install.ipynb").strip().endswith("1.16.0")
 
 
 def test_the_invokers_groups_come_along(user_project: ProjectCopy) -> None:
@@ -156,7 +134,8 @@ def test_a_token_with_url_characters_logs_in_from_the_printed_url(
         env.write(f"JUPYTER_TOKEN='{token}'\n")
     result = project.invoke("up")
     assert result.returncode == 0, result.output
-    for url in (result.last_line, project.invoke("url").last_line):
+    status = [line.strip() for line in project.invoke("status").stdout.splitlines() if "/lab?token=" in line]
+    for url in (result.last_line, project.invoke("url").last_line, *status):
         assert parse_qs(urlparse(url).query)["token"] == [token]
         session = requests.Session()
         assert session.get(url, timeout=10).status_code == 200
@@ -168,7 +147,7 @@ def test_a_token_nbdock_cannot_carry_is_refused_at_settings_time(make_project: C
     project = make_project()
     with (project.path / ".env").open("a") as env:
         env.write("JUPYTER_TOKEN='two words'\n")
-    one_line_failure(project.invoke("up"), "JUPYTER_TOKEN", "spaces")
+    assert_one_line_failure(project.invoke("up"), "JUPYTER_TOKEN", "spaces")
 
 
 @pytest.mark.parametrize("folder", ["exp:baseline", "data, v2", "with space"])
@@ -191,7 +170,7 @@ def test_a_file_the_user_cannot_read_is_one_line(user_project: ProjectCopy, dock
     locked.write_bytes(b"left by a root container")
     locked.chmod(0o600)  # owned by root
     result = as_user(project, "up")
-    one_line_failure(result, str(locked), "Permission denied", "chown", ".dockerignore")
+    assert_one_line_failure(result, str(locked), "Permission denied", "chown", ".dockerignore")
     assert project_containers(docker_client, project.name) == []
     (project.path / ".dockerignore").write_text("notebooks/cache\n")
     assert as_user(project, "build").returncode == 0
@@ -200,7 +179,7 @@ def test_a_file_the_user_cannot_read_is_one_line(user_project: ProjectCopy, dock
 def test_resources_reach_the_server_and_a_killed_kernel_is_explained(
     make_project: Callable[..., ProjectCopy], docker_client: Any
 ) -> None:
-    project = make_project(SHM_SIZE="64m", MEMORY="600m")
+    project = make_project(SHM_SIZE="64m", MEMORY="600m", CPUS="1.5")
     (project.notebooks / "shm.ipynb").write_text(notebook(  # as a PyTorch data loader's workers do
         "x = 1", "from multiprocessing import shared_memory\n"
         "block = shared_memory.SharedMemory(create=True, size=200 * 2**20)\n"
@@ -220,6 +199,7 @@ def test_resources_reach_the_server_and_a_killed_kernel_is_explained(
     (server,) = project_containers(docker_client, project.name)
     assert server.attrs["HostConfig"]["ShmSize"] == 64 * 2**20
     assert server.attrs["HostConfig"]["Memory"] == 600 * 2**20
+    assert server.attrs["HostConfig"]["NanoCpus"] == 1_500_000_000
 
 
 def test_an_unchanged_up_does_not_read_large_data_again(make_project: Callable[..., ProjectCopy]) -> None:

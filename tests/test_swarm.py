@@ -13,21 +13,13 @@ import pytest
 import requests
 
 from nbdock.contract import LABEL_PROJECT
-from tests.helpers.projects import ProjectCopy, Result
+from tests.helpers.projects import ProjectCopy, assert_one_line_failure
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.docker
 DIGEST_REFERENCE = re.compile(r"^(127\.0\.0\.1:\d+/[\w/.-]+)@(sha256:[0-9a-f]{64})$")
 URL = re.compile(r"^http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]+)$")
-
-
-def one_line_failure(result: Result, *phrases: str) -> None:
-    assert result.returncode == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.message.startswith("nbdock: "), result.output
-    for phrase in phrases:
-        assert phrase in result.message, result.message
 
 
 def save_notebook(port: int, token: str, name: str) -> None:
@@ -50,7 +42,7 @@ def test_without_a_swarm_up_says_how_to_get_one(
     if swarm:
         pytest.skip("this engine was a Swarm manager before the tests; a test leaves it be")
     project = make_project(HOST_IP="0.0.0.0")
-    one_line_failure(project.invoke("swarm.up"), "not a Swarm manager", "--init", "docker swarm init")
+    assert_one_line_failure(project.invoke("swarm.up"), "not a Swarm manager", "--init", "docker swarm init")
     assert tracker.leftovers(project.name) == []
 
 
@@ -58,7 +50,7 @@ def test_a_loopback_host_ip_is_refused_without_public(
     make_project: Callable[..., ProjectCopy], tracker: Tracker
 ) -> None:
     project = make_project()
-    one_line_failure(project.invoke("swarm.up", "--init"), "every interface", "HOST_IP=0.0.0.0", "--public")
+    assert_one_line_failure(project.invoke("swarm.up", "--init"), "every interface", "HOST_IP=0.0.0.0", "--public")
     assert tracker.leftovers(project.name) == []
 
 
@@ -66,7 +58,7 @@ def test_an_unreachable_registry_is_one_line_and_leaves_nothing(
     make_project: Callable[..., ProjectCopy], docker_client: Any, tracker: Tracker
 ) -> None:
     project = make_project(REGISTRY="127.0.0.1:1/team")
-    one_line_failure(project.invoke("push"), "REGISTRY 127.0.0.1:1/team refused the push", "nothing answers")
+    assert_one_line_failure(project.invoke("push"), "REGISTRY 127.0.0.1:1/team refused the push", "nothing answers")
     assert docker_client.images.list(name="127.0.0.1:1/team/" + project.image.split(":")[0]) == []
     assert tracker.leftovers(project.name) == []
 

@@ -165,12 +165,17 @@ def test_two_swarm_workers_train_to_the_same_weights(tf_project: ProjectCopy, sw
 
 
 def test_the_kubernetes_job_trains_when_its_pods_are_rehearsed(
-    tf_project: ProjectCopy, registry: str, docker_client: Any, tracker: Tracker
+    tf_project: ProjectCopy, registry: str, docker_client: Any, tracker: Tracker, tmp_path: Path
 ) -> None:
     with (tf_project.path / ".env").open("a") as env:
         env.write(f"REGISTRY={registry}/nbdock-tests\n")
-    written = tf_project.invoke("k8s.manifests", "--validate", "--train-script", "train.py", "--workers", "2")
-    assert written.returncode == 0, written.output
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    written = tf_project.invoke("train", "--workers", "2", "--script", "train.py", "--backend", "k8s",
+                                KUBECONFIG=str(tmp_path / "kubeconfig"))
+    assert written.returncode == 1 and "Traceback" not in written.output, written.output
+    assert written.message.startswith("nbdock: ") and ("does not answer" in written.message
+                                                        or "kubectl is not installed" in written.message)
+    assert "Wrote " in written.stdout and not (tf_project.path / "k8s" / "server.yaml").exists()
     service, job = yaml.safe_load_all((tf_project.path / "k8s" / "train.yaml").read_text())
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]

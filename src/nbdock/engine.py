@@ -560,11 +560,8 @@ class Engine:
 
     def remove(self, container: str) -> None:
         """Remove a container, running or not; one that is already gone is no error."""
-        try:
-            with _classified(f"removing the container {container}"):
-                self.client.api.remove_container(container, force=True)
-        except NotFound:
-            pass
+        with contextlib.suppress(NotFound), _classified(f"removing the container {container}"):
+            self.client.api.remove_container(container, force=True)
 
     def wait(self, container: str, timeout: float | None) -> int | None:
         """The container's exit code, or None when it ran past `timeout` seconds (then it is killed)."""
@@ -637,11 +634,9 @@ class Engine:
             return sorted(n["Name"] for n in self.client.api.networks(filters=_label_filter(labels)))
 
     def remove_network(self, name: str) -> None:
-        try:
-            with _classified(f"removing the network {name}"):
-                self.client.api.remove_network(name)
-        except NotFound:
-            pass
+        """Remove the network `name`; one that is already gone is no error."""
+        with contextlib.suppress(NotFound), _classified(f"removing the network {name}"):
+            self.client.api.remove_network(name)
 
     def volumes(self, labels: Mapping[str, str]) -> list[str]:
         with _classified("listing volumes"):
@@ -653,11 +648,9 @@ class Engine:
             self.client.api.create_volume(name, labels=dict(labels))
 
     def remove_volume(self, name: str) -> None:
-        try:
-            with _classified(f"removing the volume {name}"):
-                self.client.api.remove_volume(name)
-        except NotFound:
-            pass
+        """Remove the volume `name`; one that is already gone is no error."""
+        with contextlib.suppress(NotFound), _classified(f"removing the volume {name}"):
+            self.client.api.remove_volume(name)
 
     # -- swarm -----------------------------------------------------------------------------
 
@@ -691,11 +684,9 @@ class Engine:
             return {s["Spec"]["Name"]: s["ID"] for s in found}
 
     def remove_secret(self, name: str) -> None:
-        try:
-            with _classified(f"removing the secret {name}"):
-                self.client.api.remove_secret(name)
-        except NotFound:
-            pass
+        """Remove the secret `name`; one that is already gone is no error."""
+        with contextlib.suppress(NotFound), _classified(f"removing the secret {name}"):
+            self.client.api.remove_secret(name)
 
     def create_service(
         self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
@@ -732,11 +723,9 @@ class Engine:
         )
 
     def remove_service(self, name: str) -> None:
-        try:
-            with _classified(f"removing the service {name}"):
-                self.client.api.remove_service(name)
-        except NotFound:
-            pass
+        """Remove the service `name`; one that is already gone is no error."""
+        with contextlib.suppress(NotFound), _classified(f"removing the service {name}"):
+            self.client.api.remove_service(name)
 
     def service_logs(self, name: str, follow: bool = False) -> Iterator[str]:
         """The service's log lines (stdout and stderr) as they come."""

@@ -61,10 +61,8 @@ def _account(uid: int, gid: int) -> Identity:
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = ""
-    if uid == os.getuid():
-        gids = os.getgroups()
-    else:
-        gids = os.getgrouplist(name, gid) if name else []
+    own = uid == os.getuid()
+    gids = os.getgroups() if own else os.getgrouplist(name, gid) if name else []
     groups = tuple(sorted({(group_name(g), g) for g in gids if g != gid}, key=lambda pair: pair[1]))
     return Identity(uid, gid, name or f"user{uid}", groups)
 

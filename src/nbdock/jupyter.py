@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Literal
 from urllib.parse import quote
 
-from nbdock import contract
+from nbdock import cache, contract
 
 POLL_INTERVAL = 0.05
 TOKEN_SECRET = "jupyter_token"
@@ -34,6 +34,18 @@ def server_command(port: int, allow_root: bool = False) -> list[str]:
 
 def new_token() -> str:
     return secrets.token_hex(24)
+
+
+def kept_token(fixed: str, key: str) -> str:
+    """`fixed` (JUPYTER_TOKEN) when set; else a generated token kept (0600) in nbdock's cache
+    under `key`, so that a server on another engine keeps it and its URL can be printed again."""
+    if fixed:
+        return fixed
+    token = cache.read("tokens", key)
+    if not token:
+        token = new_token()
+        cache.write("tokens", key, token, private=True)
+    return token
 
 
 def format_host(host: str) -> str:

@@ -97,15 +97,7 @@ def selector(settings: Settings, component: str) -> str:
 
 
 def token(settings: Settings) -> str:
-    """JUPYTER_TOKEN, or a generated token kept (0600) in nbdock's cache for `k8s.url`."""
-    if settings.jupyter_token:
-        return settings.jupyter_token
-    key = f"k8s-{settings.checkout_id}"
-    kept = cache.read("tokens", key)
-    if not kept:
-        kept = jupyter.new_token()
-        cache.write("tokens", key, kept, private=True)
-    return kept
+    return jupyter.kept_token(settings.jupyter_token, f"k8s-{settings.checkout_id}")
 
 
 def server_objects(project: Project) -> list[dict[str, Any]]:
@@ -151,7 +143,11 @@ def manifests(
                 f"{MANIFESTS}/{name} would not work on Kubernetes ({len(problems)} problem(s) listed "
                 f"above; the first: {problems[0]})"
             )
-    folder = project.settings.project_dir / MANIFESTS
+    settings = project.settings
+    name_used = k8s.object_name(settings.project_name)
+    if name_used != f"nbdock-{settings.project_name}":
+        console.info(f"Objects are named {name_used}: PROJECT_NAME {settings.project_name} as a DNS label.")
+    folder = settings.project_dir / MANIFESTS
     for name, objects in sets.items():
         console.info(f"Wrote {k8s.write(objects, folder / name)}")
     return sets

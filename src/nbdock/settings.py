@@ -187,14 +187,17 @@ def _whole(low: int, high: int) -> Parser:
     return parse
 
 
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not seconds > 0:
-        raise ValueError("it must be more than 0 seconds")
-    return seconds
+def _positive(what: str) -> Parser:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number of {what}") from None
+        if not number > 0:
+            raise ValueError(f"it must be more than 0 {what.split()[0]}")
+        return number
+
+    return parse
 
 
 def _ip(value: str) -> str:
@@ -213,8 +216,9 @@ def _matching(pattern: re.Pattern[str], what: str) -> Parser:
     return parse
 
 
-def _optional(parse: Parser) -> Parser:
-    return lambda value: parse(value) if value else ""
+def _optional(parse: Parser, empty: object = "") -> Parser:
+    """`parse`, with an empty value meaning `empty` (not set)."""
+    return lambda value: parse(value) if value else empty
 
 
 def _packages(value: str) -> str:
@@ -258,26 +262,6 @@ def _mounts(value: str) -> tuple[tuple[str, bool], ...]:
     return tuple(mounts)
 
 
-def _size(value: str) -> int:
-    return parse_size(value)
-
-
-def _optional_size(value: str) -> int | None:
-    return parse_size(value) if value else None
-
-
-def _cpus(value: str) -> float | None:
-    if not value:
-        return None
-    try:
-        cpus = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of CPUs such as 1.5") from None
-    if not cpus > 0:
-        raise ValueError("it must be more than 0 CPUs")
-    return cpus
-
-
 def _gpus(value: str) -> str:
     if value and value != "all" and not (value.isdigit() and int(value) > 0):
         raise ValueError(f"{value!r} is neither `all` nor a count of GPUs such as 1")
@@ -308,16 +292,16 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "JUPYTER_PACKAGES": ("jupyter_packages", _packages, DEFAULT_JUPYTER_PACKAGES),
     "CA_CERT": ("ca_cert", _text, ""),
     "BASE_MIRROR": ("base_mirror", _url, ""),
-    "READY_TIMEOUT": ("ready_timeout", _seconds, "120"),
+    "READY_TIMEOUT": ("ready_timeout", _positive("seconds"), "120"),
     "RUN_AS": ("run_as", _user_spec, ""),
     "EXECUTE_PACKAGES": ("execute_packages", _packages, DEFAULT_EXECUTE_PACKAGES),
     "OUTPUT_DIR": ("output_dir", _text, "outputs"),
-    "EXECUTE_TIMEOUT": ("execute_timeout", _seconds, "600"),
+    "EXECUTE_TIMEOUT": ("execute_timeout", _positive("seconds"), "600"),
     "KERNEL": ("kernel", _optional(_matching(re.compile(r"^[\w.-]+$"), "kernel name such as python3")), ""),
     "MOUNTS": ("mounts", _mounts, ""),
-    "SHM_SIZE": ("shm_size", _size, "1g"),
-    "MEMORY": ("memory", _optional_size, ""),
-    "CPUS": ("cpus", _cpus, ""),
+    "SHM_SIZE": ("shm_size", parse_size, "1g"),
+    "MEMORY": ("memory", _optional(parse_size, None), ""),
+    "CPUS": ("cpus", _optional(_positive("CPUs such as 1.5"), None), ""),
     "GPUS": ("gpus", _gpus, ""),
     "REGISTRY": ("registry", _optional(_matching(_REGISTRY, "registry such as registry.example:5000/team")),
                  ""),
@@ -325,7 +309,7 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "K8S_NAMESPACE": ("k8s_namespace", _optional(_matching(_K8S_NAMESPACE, "Kubernetes namespace")), ""),
     "TRAIN_WORKERS": ("train_workers", _whole(1, 64), "2"),
     "TRAIN_PORT": ("train_port", _whole(1, 65535), "2222"),
-    "TRAIN_TIMEOUT": ("train_timeout", _seconds, "1800"),
+    "TRAIN_TIMEOUT": ("train_timeout", _positive("seconds"), "1800"),
     "TRAIN_BACKEND": ("train_backend", _one_of("local", "swarm", "k8s"), "local"),
 }
 

@@ -119,3 +119,13 @@ def new_project(
     project.write_env(**{"PROJECT_NAME": name, "BASE_IMAGE": base_image, "HOST_PORT": "0", **settings})
     project.chown()
     return project
+
+
+def assert_one_line_failure(result: Result, *phrases: str) -> str:
+    """nbdock failed as it should: exit code 1, no traceback, one `nbdock:` line holding `phrases`."""
+    assert result.returncode == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    assert result.message.startswith("nbdock: "), result.output
+    for phrase in phrases:
+        assert phrase in result.message, result.message
+    return result.message
