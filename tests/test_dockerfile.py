@@ -120,8 +120,10 @@ def test_write_never_overwrites_a_dockerfile_it_did_not_generate(tmp_path: Path)
 
 
 def test_the_repositorys_template_is_the_packaged_one() -> None:
-    repository_template = Path(__file__).resolve().parent.parent / "Dockerfile.template"
-    assert repository_template.resolve() == dockerfile.default_file("Dockerfile.template").resolve()
+    repository = Path(__file__).resolve().parent.parent
+    template = repository / "Dockerfile.template"
+    assert template.resolve() == repository / "src" / "nbdock" / "defaults" / "Dockerfile.template"  # one copy
+    assert template.read_text() == dockerfile.default_file("Dockerfile.template").read_text()
 
 
 @pytest.mark.parametrize("execute", [False, True])

@@ -153,9 +153,18 @@ def worker_output(index: int) -> str:
 
 
 class _Backend:
-    """Starts N workers somewhere, tells when each ends, stops them, removes everything."""
+    """Starts N workers somewhere, tells when each ends, stops them, removes everything.
 
-    hosts: list[str]
+    Worker i is named `<CONTAINER_NAME>-train-<run id>-<i>` (a DNS label), on a network named
+    without the index; its peers find it by that name.
+    """
+
+    def __init__(self, project: Project, training: Training) -> None:
+        self.engine = project.engine
+        self.labels = {**project.settings.object_labels, contract.LABEL_RUN: training.run_id}
+        self.network = contract.dns_label(f"{project.settings.container_name}-train-{training.run_id}")
+        self.names = [f"{self.network}-{index}" for index in range(training.workers)]
+        self.hosts = [f"{name}:{training.port}" for name in self.names]
 
     def start(self, index: int, workload: Workload) -> None:
         raise NotImplementedError
@@ -181,18 +190,13 @@ class LocalBackend(_Backend):
     """Workers as containers on a network of their own (internal: no way out), named per worker."""
 
     def __init__(self, project: Project, training: Training) -> None:
-        self.engine = project.engine
-        self.labels = {**project.settings.object_labels, contract.LABEL_RUN: training.run_id}
-        base = contract.dns_label(f"{project.settings.container_name}-train-{training.run_id}")
-        self.network = base
-        self.names = [f"{base}-{index}" for index in range(training.workers)]
-        self.hosts = [f"{name}:{training.port}" for name in self.names]
+        super().__init__(project, training)
         self.ids: dict[int, str] = {}
         self._ended: queue.Queue[tuple[int, int]] = queue.Queue()
         self.engine.create_network(self.network, self.labels, internal=True)
 
     def start(self, index: int, workload: Workload) -> None:
-        container = self.engine.create(replace(workload, network=self.network))
+        container = self.engine.create(workload)
         self.ids[index] = container.id
         self.engine.start(container.id)
 
@@ -227,19 +231,13 @@ class SwarmBackend(_Backend):
     hangs collective ops), on an attachable overlay network; peers by service name."""
 
     def __init__(self, project: Project, training: Training, constraints: list[str]) -> None:
-        self.engine = project.engine
+        super().__init__(project, training)
         self.constraints = constraints
-        self.labels = {**project.settings.object_labels, contract.LABEL_RUN: training.run_id}
-        base = contract.dns_label(f"{project.settings.container_name}-train-{training.run_id}")
-        self.network = base
-        self.names = [f"{base}-{index}" for index in range(training.workers)]
-        self.hosts = [f"{name}:{training.port}" for name in self.names]
         self.started: set[int] = set()
         self.engine.create_network(self.network, self.labels, driver="overlay", attachable=True)
 
     def start(self, index: int, workload: Workload) -> None:
-        self.engine.create_service(replace(workload, name=self.names[index], network=self.network), {},
-                                   restart=False, constraints=self.constraints)
+        self.engine.create_service(workload, {}, restart=False, constraints=self.constraints)
         self.started.add(index)
 
     def exit_codes(self) -> Iterator[tuple[int, int]]:
@@ -294,10 +292,11 @@ def _stream(backend: _Backend, index: int, stop: threading.Event) -> None:
         return
 
 
-def run_workers(project: Project, training: Training, backend: _Backend, image: str, folder: Path,
-                show_logs: bool = True) -> list[WorkerOutcome]:
-    """Start every worker, follow them until all end, one fails or the time runs out; collect
-    each worker's log into `folder`. Everything the backend made is removed, whatever happens."""
+def run_workers(project: Project, training: Training, backend: _Backend, image: str,
+                folder: Path) -> list[WorkerOutcome]:
+    """Start every worker, show their logs live, follow them until all end, one fails or the time
+    runs out; collect each worker's log into `folder`. Everything the backend made is removed,
+    whatever happens."""
     started = time.monotonic()
     ended: dict[int, tuple[int, float]] = {}
     stop = threading.Event()
@@ -306,18 +305,17 @@ def run_workers(project: Project, training: Training, backend: _Backend, image: 
         for index in range(training.workers):
             output = worker_output(index)
             workload = project.workload(
-                f"{backend.hosts[index].rsplit(':', 1)[0]}", image, "train",
+                backend.names[index], image, "train",
                 command=training.command(backend.hosts, output),
                 environment={**project.environment_variables(), "TF_CONFIG": tf_config(backend.hosts, index),
                              "NBDOCK_OUTPUT": output},
                 mounts=(*project.mounts(notebooks_read_only=True), Mount(str(folder), contract.OUTPUTS)),
-                health_check=False,
+                network=backend.network, health_check=False,
             )
             workload = replace(workload, labels={**workload.labels, contract.LABEL_RUN: training.run_id})
             backend.start(index, workload)
-        if show_logs:
-            for index in range(training.workers):
-                threading.Thread(target=_stream, args=(backend, index, stop), daemon=True).start()
+        for index in range(training.workers):
+            threading.Thread(target=_stream, args=(backend, index, stop), daemon=True).start()
         codes = _bounded(backend.exit_codes(), started + training.timeout)
         for index, code in codes:
             ended[index] = (code, time.monotonic() - started)
@@ -327,7 +325,7 @@ def run_workers(project: Project, training: Training, backend: _Backend, image: 
             timed_out = True
         if len(ended) < training.workers:
             backend.stop_all()
-        time.sleep(0.5 if show_logs else 0)  # the last lines of the live logs
+        time.sleep(0.5)  # the last lines of the live logs
         stop.set()
         outcomes = [_outcome(project, training, backend, index, ended, timed_out, folder, started)
                     for index in range(training.workers)]
