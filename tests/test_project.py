@@ -31,7 +31,7 @@ def make(folder: Path, engine: FakeEngine, **env: str) -> Project:
     lines = {"PROJECT_NAME": "demo", "RUN_AS": "1234:1234", "HOST_PORT": "8899", **env}
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
     settings = load_settings(folder, environ={})
-    engine.images.setdefault(settings.image_name, Image("sha256:img", dict(settings.labels), (), 1))
+    engine.images.setdefault(settings.image_name, Image("sha256:img", dict(settings.labels)))
     return Project(settings, cast(Engine, engine))
 
 

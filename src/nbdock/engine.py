@@ -64,8 +64,6 @@ class BuildFailed(NbdockError):
 class Image:
     id: str
     labels: Mapping[str, str]
-    repo_digests: tuple[str, ...]
-    size: int
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,6 @@ class Container:
     address: str | None = None
     exit_code: int | None = None
     oom_killed: bool = False
-    started_at: str = ""
 
     @property
     def running(self) -> bool:
@@ -111,7 +108,6 @@ class Service:
     id: str
     labels: Mapping[str, str]
     tasks: tuple[Task, ...]
-    spec_version: int
 
 
 @contextmanager
@@ -368,7 +364,6 @@ def _container_record(attrs: Mapping[str, Any]) -> Container:
         address=address,
         exit_code=int(state["ExitCode"]) if state.get("Status") == "exited" else None,
         oom_killed=bool(state.get("OOMKilled")),
-        started_at=str(state.get("StartedAt", "")),
     )
 
 
@@ -427,8 +422,6 @@ class Engine:
         return Image(
             id=str(attrs["Id"]),
             labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
-            repo_digests=tuple(attrs.get("RepoDigests") or ()),
-            size=int(attrs.get("Size") or 0),
         )
 
     def build(
@@ -719,7 +712,6 @@ class Engine:
             id=str(attrs["ID"]),
             labels=dict(attrs["Spec"].get("Labels") or {}),
             tasks=tuple(_task_record(t) for t in tasks),
-            spec_version=int(attrs.get("Version", {}).get("Index", 0)),
         )
 
     def remove_service(self, name: str) -> None:

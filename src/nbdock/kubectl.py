@@ -245,6 +245,7 @@ def train(project: Project, run: training.Training) -> tuple[list[training.Worke
     the Job completes, fails or runs out of time, collect each worker's log and delete the Job
     and its Service. Raises NbdockError, after the manifests are written, when there is no cluster."""
     settings = project.settings
+    training.require_tensorflow(project, project.build(execute=True))
     objects = manifests(project, run=run, server=False)["train.yaml"]
     kubectl = Kubectl(settings)
     kubectl.check()

@@ -1,7 +1,7 @@
 """Pushing the project's images to REGISTRY; the digest-pinned references Swarm and Kubernetes use.
 
-The engine remembers what it pushed (an image's RepoDigests), so the reference `name@sha256:...`
-is read back from it rather than kept elsewhere.
+Every push is done again (a registry that already has the layers answers at once), so the
+reference `name@sha256:...` always names what the registry holds now.
 """
 
 from __future__ import annotations
@@ -40,16 +40,6 @@ def require_registry(settings: Settings) -> str:
             "from, such as registry.example:5000/team"
         )
     return settings.registry
-
-
-def pushed_reference(project: Project, execute: bool = False) -> str | None:
-    """The digest-pinned reference under which the current image was pushed, if it was."""
-    settings = project.settings
-    image = project.engine.image(settings.execute_image_name if execute else settings.image_name)
-    wanted, _ = repository(settings, execute)
-    if image is None:
-        return None
-    return next((ref for ref in image.repo_digests if ref.startswith(wanted + "@")), None)
 
 
 def push(project: Project, execute: bool = False, show: Callable[[str], None] = console.info) -> str:
