@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from nbdock.contract import LABEL_PROJECT
+from nbdock.contract import LABEL_PROJECT, dns_label
 from tests.helpers.projects import ProjectCopy, assert_one_line_failure
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
@@ -87,7 +87,7 @@ def test_the_server_as_a_swarm_service(
     base_image: str,
 ) -> None:
     name = f"swarm_{secrets.token_hex(3)}.v2"  # `_` and `.` are no part of a DNS name
-    service_name = f"nbdock-{name.replace('_', '-').replace('.', '-')}"
+    service_name = dns_label(f"nbdock-{name}")
     project = make_project(REGISTRY=f"{registry}/nbdock-tests", HOST_IP="0.0.0.0", PROJECT_NAME=name)
     tracker.project(name)
     decoy = None
