@@ -111,9 +111,13 @@ def test_the_server_as_a_swarm_service(
         assert spec["EndpointSpec"]["Mode"] == "dnsrr"
         assert spec["TaskTemplate"]["ContainerSpec"]["User"] == "1000:1000"
         inspected = subprocess.run(["docker", "service", "inspect", service.id], capture_output=True, text=True)
-        logs = subprocess.run(["docker", "service", "logs", service.id], capture_output=True, text=True)
         assert token not in inspected.stdout + inspected.stderr
-        assert token not in logs.stdout + logs.stderr and "token=..." in logs.stdout + logs.stderr
+
+        def logs() -> str:
+            read = subprocess.run(["docker", "service", "logs", service.id], capture_output=True, text=True)
+            return read.stdout + read.stderr
+
+        assert token not in wait_until(lambda: "token=..." in logs() and logs(), 30, "the server's log")
 
         version = service.attrs["Version"]["Index"]
         again = project.invoke("swarm.up", "--init")
