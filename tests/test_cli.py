@@ -90,3 +90,17 @@ def test_a_bad_setting_fails_cleanly_before_any_engine_work(tmp_path: Path) -> N
         f"nbdock: HOST_IP in {tmp_path / '.env'} is invalid: 'not-an-ip' is not an IP address such "
         "as 127.0.0.1; fix it (see .env.example for every setting)"
     ]
+
+
+def test_a_task_run_from_a_subfolder_works_on_the_project(tmp_path: Path) -> None:
+    project = tmp_path / "analysis"
+    (project / "notebooks" / "deep").mkdir(parents=True)
+    (project / "tasks.py").write_text((REPO / "tasks.py").read_text())
+    (project / ".env").write_text("HOST_PORT=not-a-port\n")
+    result = nbdock(project / "notebooks" / "deep", "dockerfile")
+    assert result.returncode == 1
+    assert str(project / ".env") in result.message  # the project's settings, not the subfolder's
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (elsewhere / "tasks.py").write_text("# someone else's tasks\n")
+    assert nbdock(elsewhere, "dockerfile").message != result.message

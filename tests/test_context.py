@@ -231,3 +231,9 @@ def test_a_large_file_is_streamed_not_held_in_memory(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert size > 200 * 2**20
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_a_pattern_never_leaves_out_an_environment_file(tmp_path: Path) -> None:
+    (project(tmp_path) / ".dockerignore").write_text("*\n")  # the user's own, not nbdock's
+    sent = names(archive(plan(tmp_path)))
+    assert "requirements.txt" in sent and "notebooks" in sent and "notebooks/a.ipynb" not in sent

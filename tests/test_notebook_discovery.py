@@ -33,16 +33,17 @@ def test_chosen_notebooks_must_exist_inside_the_folder(tmp_path: Path) -> None:
     assert find_notebooks(project, ["sub/c.ipynb"]) == ["sub/c.ipynb"]
     with pytest.raises(NbdockError, match="does not exist"):
         find_notebooks(project, ["missing.ipynb"])
-    with pytest.raises(NbdockError, match=r"does not exist; give a \.ipynb path"):
+    with pytest.raises(NbdockError, match=r"notes\.txt is not a \.ipynb file"):
         find_notebooks(project, ["notes.txt"])
     (tmp_path / "elsewhere.ipynb").write_text("{}")
     with pytest.raises(NbdockError, match="outside NOTEBOOKS_DIR"):
         find_notebooks(project, [str(tmp_path / "elsewhere.ipynb")])
 
 
-def test_outputs_may_not_replace_the_notebooks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("output", ["notebooks", "."])
+def test_outputs_may_not_hold_the_notebooks(tmp_path: Path, output: str) -> None:
     with pytest.raises(NbdockError, match="never overwrite your notebooks"):
-        find_notebooks(make(tmp_path, OUTPUT_DIR="notebooks"), [])
+        find_notebooks(make(tmp_path, OUTPUT_DIR=output), [])
 
 
 def test_parameters_are_name_value_pairs() -> None:
@@ -119,7 +120,21 @@ def test_the_kernel_is_the_notebooks_own_else_the_images_python(
 def test_the_summary_names_a_substituted_kernel(tmp_path: Path) -> None:
     from nbdock.execute import Outcome
 
-    outcomes = [Outcome("a.ipynb", "ok", 1.0, tmp_path / "outputs" / "a.ipynb", note="ran with python3: x")]
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "a.ipynb").write_text("{}")
+    outcomes = [Outcome("a.ipynb", "ok", 1.0, tmp_path / "outputs" / "a.ipynb", note="ran with python3: x"),
+                Outcome("b.ipynb", "failed", 0.0, tmp_path / "outputs" / "b.ipynb", note="is not a notebook")]
     lines = summary(outcomes, tmp_path)
     assert lines[1].split()[:4] == ["a.ipynb", "ok", "1.0", "outputs/a.ipynb"]
     assert lines[1].endswith("ran with python3: x")
+    assert lines[2].split()[:4] == ["b.ipynb", "failed", "0.0", "-"]  # never written
+
+
+@pytest.mark.parametrize(("text", "note"), [("not json", "is not a notebook nbdock can read"),
+                                            ("", "is not a notebook nbdock can read"),
+                                            ("{}", "is not a notebook (no cells)")])
+def test_a_file_that_is_no_notebook_is_named_before_it_runs(tmp_path: Path, text: str, note: str) -> None:
+    path = tmp_path / "broken.ipynb"
+    path.write_text(text)
+    kernel, said = choose_kernel(path, {"python3"}, "")
+    assert kernel is None and said.startswith(note)

@@ -210,6 +210,7 @@ def test_an_unchanged_up_does_not_read_large_data_again(make_project: Callable[.
     first = project.invoke("up")
     assert first.returncode == 0, first.output
     assert "the build context is 300 MiB, mostly notebooks/big.bin (300 MiB)" in first.stderr
+    assert "(300 MiB of files)" in first.stdout
     # A fresh interpreter whose only child is the `up`: its children's peak is that `up`'s.
     measure = ("import resource, subprocess, sys; done = subprocess.run([sys.executable, '-m', 'invoke', 'up'], "
                "capture_output=True, text=True); print(done.returncode, 'is up to date' in done.stdout, "

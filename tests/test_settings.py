@@ -77,6 +77,8 @@ def test_an_empty_value_means_the_default(tmp_path: Path) -> None:
         ("JUPYTER_TOKEN='two words'", "may not contain spaces"),
         ("NOTEBOOKS_DIR=/elsewhere", "not a folder inside the project"),
         ("MOUNTS=../data", "not a folder inside the project"),
+        ("MOUNTS=models:rw, ./models", "it names models twice"),
+        ("MEMORY=1k", "below the 6m Docker needs"),
         ("BASE_MIRROR=deb.debian.org", "not a URL"),
         ("REGISTRY=http://registry:5000", "not a valid registry"),
         ("K8S_NAMESPACE=Team_A", "not a valid Kubernetes namespace"),

@@ -165,6 +165,10 @@ def test_editing_a_notebook_rebuilds_without_reinstalling(
     # The server sees the notebooks through its mount, so it keeps running.
     assert "already running" in rebuilt.stdout
     assert URL.match(rebuilt.last_line)
+    # down --image takes the earlier build along, which the server ran until now.
+    removed = served.project.invoke("down", "--image")
+    assert "1 earlier build(s)" in removed.stdout, removed.output
+    assert docker_client.images.list(filters={"label": f"{LABEL_PROJECT}={served.project.name}"}) == []
 
 
 def test_the_image_serves_jupyter_on_its_own(

@@ -1,20 +1,43 @@
-"""What nbdock tells the user: progress on stdout, warnings on stderr."""
+"""What nbdock tells the user: progress on stdout, warnings on stderr, each line written whole."""
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
+from typing import TextIO
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_LOCK = threading.Lock()  # lines from several threads (training workers' logs) never mix
+
+
+def _write(stream: TextIO, text: str) -> None:
+    with _LOCK:
+        stream.write(text)
+        stream.flush()
+
+
+def plain(text: str) -> str:
+    """`text` without terminal colour codes (pip and TensorFlow colour their errors)."""
+    return _ANSI.sub("", text)
+
+
+def size(count: int) -> str:
+    """A byte count for people: 850 bytes, 12.3 KiB, 400 MiB, 1.7 GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{count} bytes"
 
 
 def info(message: str) -> None:
-    print(message, flush=True)
+    _write(sys.stdout, message + "\n")
 
 
 def warn(message: str) -> None:
-    print(f"nbdock: warning: {message}", file=sys.stderr, flush=True)
+    _write(sys.stderr, f"nbdock: warning: {message}\n")
 
 
 def detail(lines: list[str]) -> None:
     """Evidence for an error that follows (a log tail, a failed step's output), on stderr."""
-    for line in lines:
-        print(f"  | {line}", file=sys.stderr)
-    sys.stderr.flush()
+    _write(sys.stderr, "".join(f"  | {plain(line)}\n" for line in lines))

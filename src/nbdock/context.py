@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
-from nbdock import contract
+from nbdock import console, contract
 from nbdock.environment import Environment
 from nbdock.errors import NbdockError
 from nbdock.settings import Settings
@@ -126,7 +126,12 @@ def _read(path: Path) -> bytes:
 
 
 def is_virtual_environment(folder: Path) -> bool:
-    return (folder / "pyvenv.cfg").is_file()
+    """True for a folder that holds a pyvenv.cfg; a folder nbdock may not look into is not one
+    (reading it is what reports it)."""
+    try:
+        return (folder / "pyvenv.cfg").is_file()
+    except OSError:
+        return False
 
 
 def never_sent(path: Path, at_root: bool) -> bool:
@@ -193,8 +198,10 @@ class _Walker:
     def left_out(self, path: Path, name: str) -> bool:
         return self.never_sent(path) or self.matcher.matches(name)
 
-    def add(self, path: Path) -> None:
-        """Add `path` (a file, a link or a whole folder) unless the rules leave it out."""
+    def add(self, path: Path, required: bool = False) -> None:
+        """Add `path` (a file, a link or a whole folder) unless the rules leave it out; a
+        `required` path (an environment file the Dockerfile copies) is added whatever the
+        user's patterns say, though not what they leave out inside it."""
         if path == self.root:
             return
         name = self.name(path)
@@ -205,7 +212,7 @@ class _Walker:
         except OSError as error:
             raise _unreadable(path, error) from None
         is_folder = path.is_dir() and not path.is_symlink()
-        if self.matcher.matches(name):
+        if not required and self.matcher.matches(name):
             # A folder the user's patterns leave out may hold what a `!pattern` brings back.
             if self.has_exceptions and is_folder:
                 for child in self.children(path):
@@ -297,10 +304,10 @@ def plan_context(settings: Settings, environment: Environment) -> ContextPlan:
         for child in walker.children(notebooks):
             walker.add(child)
     else:
-        walker.add(notebooks)
+        walker.add(notebooks, required=True)
     linked = _follow_links(walker, settings, warnings)
     for source in environment.files:
-        walker.add(settings.project_dir / source)
+        walker.add(settings.project_dir / source, required=True)
     package: list[PurePosixPath] = []
     if environment.needs_project:
         package = _package_entries(settings, linked, walker)
@@ -426,9 +433,9 @@ def describe_size(plan: ContextPlan) -> str | None:
     """A hint when the context is large, naming its largest files; None when it is small."""
     if plan.size < LARGE_CONTEXT:
         return None
-    largest = ", ".join(f"{e.name} ({e.size / 2**20:.0f} MiB)" for e in plan.largest() if e.size >= 2**20)
+    largest = ", ".join(f"{e.name} ({console.size(e.size)})" for e in plan.largest() if e.size >= 2**20)
     return (
-        f"the build context is {plan.size / 2**20:.0f} MiB, mostly {largest}; list data files in "
+        f"the build context is {console.size(plan.size)}, mostly {largest}; list data files in "
         f"{contract.DOCKERIGNORE} and mount their folder with MOUNTS to keep builds small"
     )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from nbdock import contract
+from nbdock import console, contract
 from nbdock.errors import (
     EngineAPIError,
     EnginePermissionDenied,
@@ -441,7 +441,7 @@ class Engine:
             )
             for chunk in chunks:
                 if "error" in chunk:
-                    raise BuildFailed(step, str(chunk["error"]).strip(), list(tail))
+                    raise BuildFailed(step, console.plain(str(chunk["error"])).strip(), list(tail))
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 text = chunk.get("stream") or (chunk["status"] + "\n" if "status" in chunk else "")
@@ -452,7 +452,7 @@ class Engine:
                         step = matched.group(3)
                         tail.clear()
                     elif line.strip():
-                        tail.append(line.rstrip())
+                        tail.append(console.plain(line).rstrip())
         if not image_id:
             built = self.image(tag)
             image_id = built.id if built else ""
@@ -486,6 +486,12 @@ class Engine:
         if not digest:
             raise EngineAPIError(f"pushing {repository}:{tag} failed: the registry returned no digest")
         return digest
+
+    def untagged_images(self, labels: Mapping[str, str]) -> list[str]:
+        """Ids of the images that carry all of `labels` and no tag any more (earlier builds)."""
+        with _classified("listing images"):
+            found = self.client.api.images(filters={**_label_filter(labels), "dangling": True})
+            return [str(image["Id"]) for image in found]
 
     def remove_image(self, name: str) -> bool:
         """Remove the image `name`; False when there was none."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import threading
 import time
@@ -20,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from nbdock import cache, contract
+from nbdock import cache, console, contract
 from nbdock.engine import Container
 from nbdock.errors import NbdockError
 from nbdock.project import Project
 from nbdock.workload import Mount, Workload
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # papermill, then (with --html) nbconvert even when papermill failed; the exit code is papermill's.
 RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
     '--to html --log-level=WARN "$2"; fi; exit $status'
@@ -83,10 +81,10 @@ def find_notebooks(project: Project, chosen: Sequence[str]) -> list[str]:
     settings = project.settings
     root = settings.require_notebooks()
     output = settings.output_path
-    if output == root:
+    if output == root or output in root.parents:
         raise NbdockError(
-            f"OUTPUT_DIR and NOTEBOOKS_DIR are both {root}; set OUTPUT_DIR to another folder "
-            "so executed copies never overwrite your notebooks"
+            f"OUTPUT_DIR ({output}) holds the notebooks folder {root}; set OUTPUT_DIR to a folder of its "
+            "own, so that executed copies never overwrite your notebooks"
         )
     if not chosen:
         found = sorted(
@@ -105,15 +103,17 @@ def notebook_in(root: Path, name: str, suffixes: tuple[str, ...] = (".ipynb",)) 
 
     Raises NbdockError when it does not exist, has another suffix, or lies outside `root`.
     """
-    candidates = [Path(name).resolve(), (root / name).resolve()]
+    kinds = " or ".join(suffixes)
+    candidates = [(root / name).resolve(), Path(name).resolve()]
     path = next((c for c in candidates if c.is_file()), None)
-    if path is None or path.suffix not in suffixes:
-        kinds = " or ".join(suffixes)
+    if path is None:
         raise NbdockError(f"the file {name} does not exist; give a {kinds} path under {root}")
     if root not in path.parents:
         raise NbdockError(
             f"{path} is outside NOTEBOOKS_DIR ({root}); only files in that folder reach the container"
         )
+    if path.suffix not in suffixes:
+        raise NbdockError(f"{path} is not a {kinds} file; give a {kinds} path under {root}")
     return path.relative_to(root).as_posix()
 
 
@@ -134,7 +134,7 @@ def failure_in(executed: Path, died: bool = False) -> Failure | None:
                     source=source,
                     name=output.get("ename", ""),
                     value=output.get("evalue", ""),
-                    traceback=_ANSI.sub("", "\n".join(output.get("traceback", []))),
+                    traceback=console.plain("\n".join(output.get("traceback", []))),
                 )
         if cell.get("metadata", {}).get("papermill", {}).get("start_time"):
             started = source
@@ -165,12 +165,15 @@ def choose_kernel(notebook: Path, kernels: set[str], chosen: str) -> tuple[str |
     `chosen` (the --kernel flag or KERNEL) wins. A Python notebook whose kernel the image lacks
     (saved elsewhere, e.g. `conda-env-analysis-py`) runs with the image's Python kernel.
     """
+    try:
+        content = json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return None, f"is not a notebook nbdock can read ({str(error).splitlines()[0]})"
+    if not isinstance(content, dict) or "cells" not in content:
+        return None, "is not a notebook (no cells)"
     if chosen:
         return chosen, ""
-    try:
-        metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError):
-        metadata = {}
+    metadata = content.get("metadata") or {}
     spec = metadata.get("kernelspec") or {}
     name = spec.get("name", "")
     language = (spec.get("language") or (metadata.get("language_info") or {}).get("name") or "python").lower()
@@ -277,9 +280,10 @@ class Execution:
         engine = self.project.engine
         started = time.monotonic()
         workload = self.workload(index, notebook, kernel)
-        container = engine.create(workload)
-        self._track(container.id)
-        engine.start(container.id)
+        with self.project.refusals():
+            container = engine.create(workload)
+            self._track(container.id)
+            engine.start(container.id)
         code = engine.wait(container.id, self.timeout)
         seconds = time.monotonic() - started
         log = engine.logs(container.id, tail=40)
@@ -306,6 +310,9 @@ def execute(project: Project, notebooks: Sequence[str], parameters: Sequence[str
     """
     chosen = find_notebooks(project, notebooks)
     typed = parse_parameters(parameters)
+    if jobs < 1:
+        raise NbdockError(f"--jobs {jobs} runs nothing; give 1 or more")
+    project.identity.require_writable(project.settings.output_path, "OUTPUT_DIR")
     project.mounts(notebooks_read_only=True)
     image_id = project.build(execute=True)
     kernels = image_kernels(project, image_id)
@@ -327,6 +334,8 @@ def summary(outcomes: Sequence[Outcome], project_dir: Path) -> list[str]:
             shown = outcome.output.relative_to(project_dir).as_posix()
         except ValueError:
             shown = str(outcome.output)
+        if not outcome.output.exists():
+            shown = "-"
         rows.append((outcome.notebook, outcome.status, f"{outcome.seconds:.1f}", shown, outcome.note))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)).rstrip()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbdock import console, contract
+from nbdock.errors import NbdockError
 from nbdock.settings import Settings
 
 
@@ -40,6 +41,33 @@ class Identity:
         group, whose members may install packages into the virtual environment."""
         gids = {gid for _, gid in self.groups} | {contract.IMAGE_GID}
         return tuple(str(gid) for gid in sorted(gids - {self.gid}))
+
+    def may_write(self, folder: Path) -> bool:
+        """Whether this user (with its groups, and the image's environment group) may write
+        `folder`, by its owner, group and mode."""
+        status = folder.stat()
+        if self.uid == 0:
+            return True
+        if status.st_uid == self.uid:
+            return bool(status.st_mode & 0o200)
+        if status.st_gid in {self.gid, contract.IMAGE_GID, *(gid for _, gid in self.groups)}:
+            return bool(status.st_mode & 0o020)
+        return bool(status.st_mode & 0o002)
+
+    def require_writable(self, folder: Path, setting: str) -> None:
+        """Raise NbdockError when the nearest existing part of `folder` (what nbdock will create
+        below it is made for this user) is not writable by this user."""
+        existing = next(path for path in (folder, *folder.parents) if path.exists())
+        if existing == folder or os.getuid() != 0:
+            checked = existing
+        else:
+            return  # nbdock, as root, makes the rest and hands it to the user
+        if not self.may_write(checked):
+            raise NbdockError(
+                f"{setting} {folder} is not writable by uid {self.uid}, whom the containers run as; "
+                f"chown it to that user (`sudo chown -R {self.uid} {checked}`) or set {setting} in .env to "
+                "another folder"
+            )
 
     def environment(self) -> dict[str, str]:
         """What the image's entrypoint reads to name the user and their groups."""
@@ -81,8 +109,8 @@ def invoker(settings: Settings) -> Identity:
         uid, gid = owner.st_uid, owner.st_gid
     identity = _account(uid, gid)
     if identity.is_root:
-        console.warn(
-            f"the containers run as root, because {settings.notebooks_path} belongs to root; "
-            "chown that folder to a user, or set RUN_AS=uid:gid, to run them as that user"
-        )
+        why = (f"RUN_AS={settings.run_as} says so" if settings.run_as
+               else f"{settings.notebooks_path} belongs to root; chown that folder to a user, or set RUN_AS=uid:gid, "
+                    "to run them as that user")
+        console.warn(f"the containers run as root, because {why}")
     return identity

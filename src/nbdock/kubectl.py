@@ -204,7 +204,9 @@ class KubernetesServer:
         Raises NbdockError when the forward does not answer."""
         port = self._forwarded_port()
         if port is None:
-            kubectl = kubectl or Kubectl(self.settings)
+            if kubectl is None:
+                kubectl = Kubectl(self.settings)
+                kubectl.check()
             port = self.settings.host_port or _free_port()
             forward = subprocess.Popen(
                 [*kubectl.command, "port-forward", f"service/{self.name}",

@@ -8,12 +8,15 @@ labels.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +26,7 @@ from nbdock import baseimage, cache, console, contract, dockerfile, jupyter
 from nbdock.context import ContextPlan, describe_size, plan_context, write_archive, write_dockerignore
 from nbdock.engine import BuildFailed, Container
 from nbdock.environment import Environment, read_environment
-from nbdock.errors import NameConflict, NbdockError, PortTaken
+from nbdock.errors import EngineAPIError, NameConflict, NbdockError, PortTaken
 from nbdock.identity import Identity, invoker
 from nbdock.settings import Settings
 from nbdock.workload import Mount, PublishedPort, Workload
@@ -160,7 +163,7 @@ class Project:
         hint = describe_size(plan)
         if hint:
             console.warn(hint)
-        console.info(f"Building {tag} from {settings.base_image} ({plan.size / 1024:.1f} KiB of files)")
+        console.info(f"Building {tag} from {settings.base_image} ({console.size(plan.size)} of files)")
         with tempfile.TemporaryFile(prefix="nbdock-context-") as archive:
             write_archive(plan, text, archive)
             try:
@@ -268,26 +271,59 @@ class Project:
         labels = {**self.labels, **({contract.LABEL_ROLE: role} if role else {})}
         return [c for c in self.engine.containers(labels) if c.service is None]
 
-    def check_port(self) -> None:
-        """Before building: the host port must be free (or held by this project's own server)."""
+    def check_port(self, host_ip: str | None = None) -> None:
+        """Before building: HOST_IP (or `host_ip`) must be an address of this machine and
+        HOST_PORT free on it, unless this project's own server holds it. Raises PortTaken or
+        NbdockError naming the setting; says nothing for a remote engine, which binds elsewhere."""
         settings = self.settings
-        if not settings.host_port or self.engine.remote_host:
+        host_ip = host_ip or settings.host_ip
+        if self.engine.remote_host:
             return
-        if any(settings.host_port in c.ports.values() for c in self.containers("server") if c.running):
-            return
-        family = socket.AF_INET6 if ":" in settings.host_ip else socket.AF_INET
-        with socket.socket(family) as probe:
+        port = settings.host_port
+        if port and any(port in c.ports.values() for c in self.containers("server") if c.running):
+            port = 0
+        with socket.socket(socket.AF_INET6 if ":" in host_ip else socket.AF_INET) as probe:
+            # As the engine's own proxy does: a connection in TIME_WAIT does not hold the port.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((settings.host_ip, settings.host_port))
-            except OSError:
-                raise self._port_taken() from None
+                probe.bind((host_ip, port))
+            except OSError as error:
+                if error.errno == errno.EADDRNOTAVAIL:
+                    raise NbdockError(
+                        f"HOST_IP {host_ip} is not an address of this machine; set HOST_IP in "
+                        f"{settings.env_file} to one of its addresses (127.0.0.1 keeps the server private)"
+                    ) from None
+                if error.errno == errno.EADDRINUSE:
+                    raise self._port_taken(host_ip) from None
+                # Anything else (a port below 1024 for a user) is the engine's to bind, as root.
 
-    def _port_taken(self) -> NbdockError:
+    def _port_taken(self, host_ip: str | None = None) -> NbdockError:
         settings = self.settings
         return PortTaken(
-            f"port {settings.host_port} on {settings.host_ip} is already in use; stop what uses "
+            f"port {settings.host_port} on {host_ip or settings.host_ip} is already in use; stop what uses "
             f"it, or set HOST_PORT in {settings.env_file} to another port (0 picks a free one)"
         )
+
+    @contextmanager
+    def refusals(self) -> Iterator[None]:
+        """Word what the engine refuses when it starts this project's containers in the terms of
+        the setting that asked for it."""
+        settings = self.settings
+        try:
+            yield
+        except PortTaken:
+            raise self._port_taken() from None
+        except EngineAPIError as error:
+            reason = str(error).split(" failed: ", 1)[-1]
+            if "could not select device driver" in reason:
+                raise NbdockError(
+                    f"GPUS={settings.gpus} asks for GPUs, but this Docker engine has no GPU runtime ({reason}); "
+                    f"unset GPUS in {settings.env_file}, or install the NVIDIA Container Toolkit"
+                ) from None
+            if "Range of CPUs" in reason:
+                raise NbdockError(f"CPUS={settings.cpus:g} is more than the engine has ({reason}); lower CPUS in "
+                                  f"{settings.env_file}") from None
+            raise
 
     def check_name(self) -> list[Container]:
         """This checkout's server containers; raises NameConflict when CONTAINER_NAME is taken
@@ -327,10 +363,8 @@ class Project:
             console.info(f"Replacing {container.name}: its settings or environment changed.")
             self.engine.remove(container.id)
         console.info(f"Starting {settings.container_name} on {settings.host_ip}.")
-        try:
+        with self.refusals():
             container = self.engine.run(workload)
-        except PortTaken:
-            raise self._port_taken() from None
         return self._until_ready(container, reused=False)
 
     def _resume(self, container: Container) -> Server:
@@ -338,10 +372,8 @@ class Project:
             console.info(f"{container.name} is already running.")
         else:
             console.info(f"Starting {container.name} again.")
-            try:
+            with self.refusals():
                 self.engine.start(container.id)
-            except PortTaken:
-                raise self._port_taken() from None
         return self._until_ready(container, reused=True)
 
     def _until_ready(self, container: Container, reused: bool) -> Server:
@@ -361,19 +393,26 @@ class Project:
             )
             if outcome != "ready":
                 console.detail(self.engine.logs(container.id, tail=30))
-                exited = self.engine.container(container.id)
-                raise NbdockError(
-                    f"the notebook server exited during start-up (exit code "
-                    f"{exited.exit_code if exited else '?'}); the end of its log is above"
-                    if outcome == "exited" else
-                    f"the notebook server did not answer within {self.settings.ready_timeout:g} s "
-                    f"(the end of its log is above); raise READY_TIMEOUT in {self.settings.env_file} "
-                    "if the machine is slow"
-                )
+                raise self._start_failure(self.engine.container(container.id), outcome == "exited")
         except BaseException:
             self.engine.remove(container.id)
             raise
         return Server(container.name, self.browser_host, port, self._token(current), reused)
+
+    def _start_failure(self, exited: Container | None, died: bool) -> NbdockError:
+        settings = self.settings
+        if not died:
+            return NbdockError(
+                f"the notebook server did not answer within {settings.ready_timeout:g} s (the end of its log is "
+                f"above); raise READY_TIMEOUT in {settings.env_file} if the machine is slow"
+            )
+        code = exited.exit_code if exited else None
+        if exited is not None and (exited.oom_killed or code == 137):
+            limit = f"MEMORY={settings.memory // 2**20}m" if settings.memory else "the machine's memory"
+            return NbdockError(f"the notebook server was killed during start-up, out of memory ({limit}); raise "
+                               f"MEMORY in {settings.env_file}")
+        return NbdockError(f"the notebook server exited during start-up (exit code {code}); the end of its log "
+                           "is above")
 
     def _token(self, container: Container) -> str:
         if self.settings.jupyter_token:
@@ -401,7 +440,8 @@ class Project:
         return stopped
 
     def down(self, remove_image: bool = False) -> list[str]:
-        """Stop and remove this checkout's containers (and with remove_image, its images)."""
+        """Stop and remove this checkout's containers; with remove_image its images too, and the
+        earlier builds it left untagged (those still in use stay)."""
         removed = []
         for container in self.containers():
             self.engine.remove(container.id)
@@ -414,6 +454,13 @@ class Project:
                     console.info(f"Kept the image {tag}: the checkout at {other} built it.")
                 elif image is not None and self.engine.remove_image(tag):
                     removed.append(tag)
+            earlier = 0
+            for image_id in self.engine.untagged_images(self.settings.image_labels):
+                if cache.read("owners", image_id) == str(self.settings.project_dir):
+                    with contextlib.suppress(EngineAPIError):  # still in use by a container: kept
+                        earlier += self.engine.remove_image(image_id)
+            if earlier:
+                removed.append(f"{earlier} earlier build(s)")
         return removed
 
     def server(self) -> Server:

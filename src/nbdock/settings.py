@@ -32,7 +32,7 @@ DEFAULT_JUPYTER_PACKAGES = "jupyterlab==4.6.6"
 DEFAULT_EXECUTE_PACKAGES = "papermill==2.7.0 nbconvert==7.17.2 ipykernel==7.4.0"
 
 _NAME = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"
-_IMAGE_REF = re.compile(
+IMAGE_REFERENCE = re.compile(
     rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_NAME}(?:/{_NAME})*(?::[\w][\w.-]{{0,127}})?"
     r"(?:@sha256:[0-9a-f]{64})?$"
 )
@@ -253,13 +253,23 @@ def _relative_folder(value: str) -> str:
 
 
 def _mounts(value: str) -> tuple[tuple[str, bool], ...]:
-    mounts = []
+    mounts: dict[str, bool] = {}
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
         folder, writable = (item[:-3], True) if item.endswith(":rw") else (item.removesuffix(":ro"), False)
-        mounts.append((_relative_folder(folder.strip()), writable))
-    return tuple(mounts)
+        folder = str(PurePosixPath(_relative_folder(folder.strip())))
+        if folder in mounts:
+            raise ValueError(f"it names {folder} twice")
+        mounts[folder] = writable
+    return tuple(mounts.items())
+
+
+def _memory(value: str) -> int:
+    size = parse_size(value)
+    if size < 6 * 2**20:
+        raise ValueError(f"{value!r} is below the 6m Docker needs for a container")
+    return size
 
 
 def _gpus(value: str) -> str:
@@ -280,9 +290,9 @@ def _one_of(*choices: str) -> Parser:
 # KEY -> (Settings field, parser, default). A default of None is derived from other settings.
 _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "PROJECT_NAME": ("project_name", _matching(_PROJECT_NAME, "project name (a-z, 0-9, _ . -)"), None),
-    "IMAGE_NAME": ("image_name", _matching(_IMAGE_REF, "image name such as my-notebooks:latest"), None),
+    "IMAGE_NAME": ("image_name", _matching(IMAGE_REFERENCE, "image name such as my-notebooks:latest"), None),
     "CONTAINER_NAME": ("container_name", _matching(_CONTAINER_NAME, "container name"), None),
-    "BASE_IMAGE": ("base_image", _matching(_IMAGE_REF, "image name such as python:3.12-slim"),
+    "BASE_IMAGE": ("base_image", _matching(IMAGE_REFERENCE, "image name such as python:3.12-slim"),
                    DEFAULT_BASE_IMAGE),
     "NOTEBOOKS_DIR": ("notebooks_dir", _relative_folder, "notebooks"),
     "HOST_IP": ("host_ip", _ip, "127.0.0.1"),
@@ -300,7 +310,7 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "KERNEL": ("kernel", _optional(_matching(re.compile(r"^[\w.-]+$"), "kernel name such as python3")), ""),
     "MOUNTS": ("mounts", _mounts, ""),
     "SHM_SIZE": ("shm_size", parse_size, "1g"),
-    "MEMORY": ("memory", _optional(parse_size, None), ""),
+    "MEMORY": ("memory", _optional(_memory, None), ""),
     "CPUS": ("cpus", _optional(_positive("CPUs such as 1.5"), None), ""),
     "GPUS": ("gpus", _gpus, ""),
     "REGISTRY": ("registry", _optional(_matching(_REGISTRY, "registry such as registry.example:5000/team")),
@@ -319,6 +329,19 @@ KNOWN_KEYS = tuple(_FIELDS)
 def default_for(key: str) -> str | None:
     """The default text of setting `key` (None: derived from other settings)."""
     return _FIELDS[key][2]
+
+
+def project_folder(start: Path) -> Path:
+    """The project nbdock works on from `start`: the nearest folder, from `start` up, whose
+    tasks.py uses nbdock (where invoke found the tasks), else `start` itself."""
+    for folder in (start, *start.parents):
+        tasks = folder / contract.TASKS_FILE
+        try:
+            if tasks.is_file() and "nbdock" in tasks.read_text(encoding="utf-8", errors="replace"):
+                return folder
+        except OSError:
+            continue
+    return start
 
 
 def default_project_name(project_dir: Path) -> str:
@@ -358,6 +381,8 @@ def read_env_file(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, str
             continue
         if binding.key is None:
             continue
+        if binding.key in values:
+            warnings.append(f"{path}:{line}: {binding.key} is set again; this later value wins")
         raw = binding.value or ""
         literal = binding.original.string.split("=", 1)[-1].lstrip().startswith("'")
         if literal:

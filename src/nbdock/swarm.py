@@ -113,17 +113,19 @@ class SwarmServer:
     def up(self, init: bool = False, public: bool = False) -> str:
         """Start the service (or keep the one running as wanted) and wait until Jupyter answers;
         the URL to open. Raises NbdockError for a refused setting, or a service that does not
-        come up (it is then removed, with its secret)."""
+        come up (it is then removed, with its secret, and the volume when this run made it)."""
         self.check_public(public)
         self.project.settings.require_notebooks()
         node = require_swarm(self.project, init)
+        current = self.service()
+        if current is None or not self._published_port(current):
+            self.project.check_port("0.0.0.0")
         if self.name != self.settings.container_name:
             console.info(f"Service name: {self.name} (CONTAINER_NAME as a DNS name, which Swarm requires).")
         image, constraints = image_for_swarm(self.project, node)
         secret = f"{self.name}-token-{hashlib.sha256(self.token.encode()).hexdigest()[:8]}"
         wanted = self.workload(image, secret)
         engine = self.project.engine
-        current = self.service()
         if current is not None and current.labels.get(contract.LABEL_STATE) == wanted.labels[contract.LABEL_STATE]:
             console.info(f"Service {self.name} is already running as wanted.")
             return self._until_ready()
@@ -132,7 +134,8 @@ class SwarmServer:
             console.info(f"Replacing the service {self.name}: its settings or image changed.")
             engine.remove_service(current.name)
             self._wait_gone(current.name)
-        if self.volume not in engine.volumes(self.settings.labels):
+        made_volume = self.volume not in engine.volumes(self.settings.labels)
+        if made_volume:
             engine.create_volume(self.volume, self.settings.object_labels)
         secrets = engine.secrets(self.settings.labels)
         if secret not in secrets:
@@ -147,6 +150,8 @@ class SwarmServer:
             return self._until_ready()
         except BaseException:
             self._remove_service_and_secrets()
+            if made_volume:  # nothing can have been saved in it
+                engine.remove_volume(self.volume)
             raise
 
     def _wait_gone(self, name: str, timeout: float = 60) -> None:
@@ -244,7 +249,7 @@ class SwarmServer:
         return rows
 
     def logs(self, follow: bool = False) -> Iterator[str]:
-        if self.service() is None:
+        if self.project.engine.swarm_node() is None or self.service() is None:
             raise NbdockError(f"project {self.settings.project_name} has no Swarm service; start one with "
                               "`invoke swarm.up`")
         yield from self.project.engine.service_logs(self.name, follow=follow)

@@ -22,7 +22,7 @@ from invoke.tasks import Task, task
 from nbdock import console
 from nbdock.errors import NbdockError
 from nbdock.project import Project
-from nbdock.settings import Flag, Settings, load_settings
+from nbdock.settings import IMAGE_REFERENCE, Flag, Settings, load_settings, project_folder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +68,7 @@ def _settings(task_name: str = "", **values: object) -> Settings:
     """The project's settings, with the task's flags that feed settings (see SETTING_FLAGS)."""
     keys = SETTING_FLAGS.get(task_name, {})
     flags = {keys[name]: Flag("--" + name.replace("_", "-"), value) for name, value in values.items()}
-    settings = load_settings(Path.cwd(), flags)
+    settings = load_settings(project_folder(Path.cwd()), flags)
     for warning in settings.warnings:
         console.warn(warning)
     return settings
@@ -199,6 +199,8 @@ def base(c: Context, tag: str | None = None, suite: str | None = None, mirror: s
             ".env (or pass --mirror) to a Debian mirror URL"
         )
     tag = tag or "nbdock-base"
+    if not IMAGE_REFERENCE.match(tag):
+        raise NbdockError(f"--tag {tag!r} is not an image name such as nbdock-base or nbdock-base:bookworm")
     baseimage.build_base(Engine(), tag, suite, chosen_mirror)
     console.info(f"Built {tag}. Use it with this line in .env:")
     console.info(f"BASE_IMAGE={tag}")

@@ -108,6 +108,7 @@ def prepare(project: Project, script: str | None, notebook: str | None, paramete
     root = project.settings.require_notebooks()
     path = notebook_in(root, notebook, (".ipynb",)) if notebook else notebook_in(root, str(script), (".py",))
     typed = parse_parameters(parameters)
+    project.identity.require_writable(project.settings.output_path, "OUTPUT_DIR")
     if typed and not notebook:
         raise NbdockError("-p parameters fill a notebook's `parameters` cell; a script reads its own "
                           "settings (environment variables or arguments in the script)")
@@ -313,7 +314,8 @@ def run_workers(project: Project, training: Training, backend: _Backend, image: 
                 network=backend.network, health_check=False,
             )
             workload = replace(workload, labels={**workload.labels, contract.LABEL_RUN: training.run_id})
-            backend.start(index, workload)
+            with project.refusals():
+                backend.start(index, workload)
         for index in range(training.workers):
             threading.Thread(target=_stream, args=(backend, index, stop), daemon=True).start()
         codes = _bounded(backend.exit_codes(), started + training.timeout)
