@@ -104,3 +104,10 @@ def test_a_task_run_from_a_subfolder_works_on_the_project(tmp_path: Path) -> Non
     elsewhere.mkdir()
     (elsewhere / "tasks.py").write_text("# someone else's tasks\n")
     assert nbdock(elsewhere, "dockerfile").message != result.message
+
+
+def test_execute_refuses_no_jobs_before_any_engine_work(tmp_path: Path) -> None:
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "a.ipynb").write_text("{}")
+    result = nbdock(tmp_path, "execute", "--jobs", "0", DOCKER_HOST="unix:///nonexistent.sock")
+    assert result.returncode == 1 and result.message == "nbdock: --jobs 0 runs nothing; give 1 or more"

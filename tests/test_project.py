@@ -129,3 +129,27 @@ def test_without_an_image_run_says_how_to_build(tmp_path: Path) -> None:
     engine.images.clear()
     with pytest.raises(NbdockError, match="invoke build"):
         project.run()
+
+
+def test_the_port_check_tells_a_taken_port_from_one_waiting_to_close(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as listener:  # as the engine's proxy listens: with SO_REUSEADDR
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        project = make(tmp_path / "demo", FakeEngine(), HOST_PORT=str(port))
+        with pytest.raises(PortTaken, match=f"port {port} on 127.0.0.1 is already in use"):
+            project.check_port()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: its end of the port waits in TIME_WAIT
+        client.close()
+    project.check_port()  # as the engine would, nbdock may bind it again at once
+
+
+def test_an_address_that_is_not_this_machines_is_named(tmp_path: Path) -> None:
+    project = make(tmp_path / "demo", FakeEngine(), HOST_IP="10.255.255.1")  # nothing is sent to it
+    with pytest.raises(NbdockError, match=r"HOST_IP 10\.255\.255\.1 is not an address of this machine"):
+        project.check_port()

@@ -148,7 +148,8 @@ def test_notebooks_at_the_root_send_no_environment_or_old_outputs(
     assert " KiB of files" in sent and float(sent.split("(")[1].split(" KiB")[0]) < 300, sent  # not venv/'s 2 MB
     listing = in_image(docker_client, project.image, "ls -A /home/nbdock/notebooks").split()
     assert "hello.ipynb" in listing and "requirements.txt" in listing
-    for never in ("venv", "outputs", "Dockerfile", "Dockerfile.template", "tasks.py", ".env", ".dockerignore"):
+    for never in ("venv", "outputs", "Dockerfile", "Dockerfile.template", "tasks.py", ".env", ".dockerignore",
+                  ".nbdock"):  # .nbdock holds the CA bundle in the context: it never reaches the image
         assert never not in listing
 
 

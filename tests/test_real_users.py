@@ -174,6 +174,16 @@ def test_a_file_the_user_cannot_read_is_one_line(user_project: ProjectCopy, dock
     assert project_containers(docker_client, project.name) == []
     (project.path / ".dockerignore").write_text("notebooks/cache\n")
     assert as_user(project, "build").returncode == 0
+    # A folder the user may not enter: one line too; one nbdock never sends is not even read.
+    (project.path / ".dockerignore").unlink()
+    locked.unlink()
+    locked.parent.chmod(0o700)  # owned by root
+    assert_one_line_failure(as_user(project, "build"), str(locked.parent), "Permission denied")
+    locked.parent.rmdir()
+    checkpoints = project.notebooks / ".ipynb_checkpoints"
+    checkpoints.mkdir(mode=0o700, exist_ok=True)
+    os.chown(checkpoints, 0, 0)
+    assert as_user(project, "build").returncode == 0
 
 
 def test_resources_reach_the_server_and_a_killed_kernel_is_explained(

@@ -43,6 +43,7 @@ def test_without_a_swarm_up_says_how_to_get_one(
         pytest.skip("this engine was a Swarm manager before the tests; a test leaves it be")
     project = make_project(HOST_IP="0.0.0.0")
     assert_one_line_failure(project.invoke("swarm.up"), "not a Swarm manager", "--init", "docker swarm init")
+    assert_one_line_failure(project.invoke("swarm.logs"), "has no Swarm service", "swarm.up")
     assert tracker.leftovers(project.name) == []
 
 
