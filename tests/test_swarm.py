@@ -36,6 +36,14 @@ def listing(port: int, token: str) -> list[str]:
     return [entry["name"] for entry in response.json()["content"]]
 
 
+def engine_state() -> str:
+    """What the engine shows of services, tasks and containers: evidence when a service did not come up."""
+    commands = [["docker", "service", "ls"], ["docker", "ps", "-a", "--no-trunc"]]
+    services = subprocess.run(["docker", "service", "ls", "-q"], capture_output=True, text=True).stdout.split()
+    commands += [["docker", "service", "ps", "--no-trunc", service] for service in services]
+    return "\n".join(subprocess.run(c, capture_output=True, text=True).stdout for c in commands)
+
+
 def test_without_a_swarm_up_says_how_to_get_one(
     make_project: Callable[..., ProjectCopy], swarm: bool, tracker: Tracker
 ) -> None:
@@ -93,7 +101,7 @@ def test_the_server_as_a_swarm_service(
     tracker.project(name)
     decoy = None
     started = project.invoke("swarm.up", "--init")
-    assert started.returncode == 0, started.output
+    assert started.returncode == 0, started.output + engine_state()
     assert f"Service name: {service_name}" in started.stdout
     matched = URL.match(started.last_line)
     assert matched, started.output
@@ -123,7 +131,7 @@ def test_the_server_as_a_swarm_service(
 
         version = service.attrs["Version"]["Index"]
         again = project.invoke("swarm.up", "--init")
-        assert again.returncode == 0 and again.last_line == started.last_line, again.output
+        assert again.returncode == 0 and again.last_line == started.last_line, again.output + engine_state()
         assert "already running as wanted" in again.stdout
         unchanged = docker_client.services.get(service_name)
         assert (unchanged.id, unchanged.attrs["Version"]["Index"]) == (service.id, version)
@@ -140,7 +148,7 @@ def test_the_server_as_a_swarm_service(
         assert decoy.name == "nbdock-test-decoy"
 
         restarted = project.invoke("swarm.up", "--init")
-        assert restarted.returncode == 0, restarted.output
+        assert restarted.returncode == 0, restarted.output + engine_state()
         matched = URL.match(restarted.last_line)
         assert matched, restarted.output
         port, token = int(matched.group(1)), matched.group(2)

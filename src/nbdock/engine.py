@@ -508,7 +508,8 @@ class Engine:
         """Every container, running or not, that carries all of `labels` (and only those)."""
         with _classified("listing containers"):
             found = self.client.api.containers(all=True, filters=_label_filter(labels))
-            return [_container_record(self.client.api.inspect_container(c["Id"])) for c in found]
+        records = (self.container(c["Id"]) for c in found)
+        return [record for record in records if record is not None]  # None: removed since listed
 
     def container(self, name: str) -> Container | None:
         """The container `name` (or id), or None."""

@@ -188,13 +188,20 @@ class SwarmServer:
             if service is None:
                 raise NbdockError(f"the service {self.name} vanished while starting; run `invoke swarm.up` again")
             port = self._published_port(service)
-            if port is not None and jupyter.answers(jupyter.base_url(self.project.browser_host, port)):
-                return jupyter.lab_url(self.project.browser_host, port, self.token)
+            address = None
+            if port is not None:
+                address = jupyter.base_url(self.project.browser_host, port)
+                if jupyter.answers(address):
+                    return jupyter.lab_url(self.project.browser_host, port, self.token)
             failed = [task for task in service.tasks if task.state in TASK_FAILED and task.error]
             if failed or time.monotonic() > deadline:
                 lines = list(self.project.engine.service_logs(self.name))
                 console.detail("".join(lines).splitlines()[-30:])
-                reason = failed[0].error if failed else f"no answer within {self.settings.ready_timeout:g} s"
+                tasks = ", ".join(task.state for task in service.tasks) or "none"
+                reason = failed[0].error if failed else (
+                    f"no answer within {self.settings.ready_timeout:g} s from {address or 'a published port'}; "
+                    f"its tasks: {tasks}"
+                )
                 raise NbdockError(
                     f"the service {self.name} did not come up ({reason}); the end of its log is above"
                 )

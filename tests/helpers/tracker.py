@@ -50,7 +50,8 @@ class Tracker:
     def leftovers(self, project: str) -> list[str]:
         """Every container, service, network, volume and secret left with `project`'s label."""
         label = {"label": f"{LABEL_PROJECT}={project}"}
-        found = [f"container {c.name}" for c in self.client.containers.list(all=True, filters=label)]
+        containers = self.client.containers.list(all=True, filters=label, ignore_removed=True)
+        found = [f"container {c.name}" for c in containers]
         found += [f"network {n.name}" for n in self.client.networks.list(filters=label)]
         found += [f"volume {v.name}" for v in self.client.volumes.list(filters=label)]
         if self.swarm_active():
@@ -67,7 +68,7 @@ class Tracker:
             if swarm:
                 for service in self.client.services.list(filters=filters):
                     _quietly(service.remove)
-            for container in self.client.containers.list(all=True, filters=filters):
+            for container in self.client.containers.list(all=True, filters=filters, ignore_removed=True):
                 _quietly(functools.partial(container.remove, force=True))
             if swarm:
                 for secret in self.client.secrets.list(filters=filters):
@@ -83,4 +84,5 @@ class Tracker:
 
 def project_containers(client: Any, project: str) -> list[Any]:
     """Every container, running or not, that carries `project`'s label."""
-    return list(client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}))
+    return list(client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"},
+                                       ignore_removed=True))
