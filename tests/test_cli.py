@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from nbdock.settings import KNOWN_KEYS
 from nbdock.tasks import SETTING_FLAGS, ns
-from tests.helpers.projects import REPO, invoke, nbdock
+from tests.helpers.projects import REPO, clean_environment, invoke, nbdock
 
 TASKS = ["base", "build", "dockerfile", "down", "execute", "init", "ip", "k8s.down", "k8s.manifests", "k8s.status",
          "k8s.up", "k8s.url", "logs", "push", "run", "status", "stop", "swarm.down", "swarm.logs", "swarm.status",
@@ -111,3 +114,17 @@ def test_execute_refuses_no_jobs_before_any_engine_work(tmp_path: Path) -> None:
     (tmp_path / "notebooks" / "a.ipynb").write_text("{}")
     result = nbdock(tmp_path, "execute", "--jobs", "0", DOCKER_HOST="unix:///nonexistent.sock")
     assert result.returncode == 1 and result.message == "nbdock: --jobs 0 runs nothing; give 1 or more"
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["--list"], ["init"]])
+def test_a_closed_stdout_is_a_quiet_exit(tmp_path: Path, arguments: list[str]) -> None:
+    """`nbdock … | head` must not end in a traceback when head has stopped reading."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        completed = subprocess.run([sys.executable, "-m", "nbdock", *arguments], cwd=tmp_path, stdout=write_end,
+                                   stderr=subprocess.PIPE, text=True, env=clean_environment(), timeout=60)
+    finally:
+        os.close(write_end)
+    assert completed.returncode == 141, completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from invoke.program import Program
 
-from nbdock import __version__
+from nbdock import __version__, console
 from nbdock.tasks import ns
 
 program = Program(namespace=ns, name="nbdock", binary="nbdock", version=__version__)
 
 
 def main() -> None:
-    program.run()
+    try:
+        program.run()
+    except BrokenPipeError:  # `nbdock --help | head`
+        console.silence_stdout()
+        raise SystemExit(141) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -15,6 +16,12 @@ def _write(stream: TextIO, text: str) -> None:
     with _LOCK:
         stream.write(text)
         stream.flush()
+
+
+def silence_stdout() -> None:
+    """Send what is still to be printed nowhere: the reader of stdout has gone (`| head`), and
+    Python would otherwise fail again flushing it at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def plain(text: str) -> str:

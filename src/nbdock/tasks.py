@@ -40,7 +40,8 @@ SETTING_FLAGS: dict[str, dict[str, str]] = {
 
 
 def _user_errors(body: F) -> F:
-    """Turn NbdockError (and Ctrl-C) into one line on stderr and a non-zero exit code."""
+    """Turn NbdockError (and Ctrl-C) into one line on stderr and a non-zero exit code; a closed
+    stdout (`| head`) into a quiet exit."""
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -50,6 +51,9 @@ def _user_errors(body: F) -> F:
             raise Exit(f"nbdock: {error}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("nbdock: interrupted", code=130) from None
+        except BrokenPipeError:
+            console.silence_stdout()
+            raise Exit(code=141) from None  # 128 + SIGPIPE, as a shell reports it
 
     return wrapper  # type: ignore[return-value]
 
