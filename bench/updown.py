@@ -149,9 +149,8 @@ class Compose(Tool):
 def _dependency_layers_reused(build_output: str) -> bool:
     """True when every RUN step of the last build came from the cache."""
     return all(
-        line.strip() == "---> Using cache"
+        [line.strip() for line in block.splitlines()[1:] if line.strip()][:1] == ["---> Using cache"]
         for block in build_output.split("Step ")[1:] if block.split(" : ", 1)[1].startswith("RUN")
-        for line in block.splitlines()[1:2]
     )
 
 

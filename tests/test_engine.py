@@ -9,7 +9,7 @@ import tarfile
 from docker.models.containers import _create_container_args
 from docker.models.services import _get_create_service_kwargs
 
-from nbdock.engine import _secrets_archive, container_options, service_options
+from nbdock.engine import LineBuffer, _secrets_archive, container_options, service_options
 from nbdock.workload import Mount, PublishedPort, Resources, Workload
 
 WORKLOAD = Workload(
@@ -60,3 +60,13 @@ def test_secrets_are_files_only_their_user_reads() -> None:
         assert (member.uid, member.gid, member.mode) == (1234, 1234, 0o400)
         extracted = archive.extractfile(member)
         assert extracted is not None and extracted.read() == b"secret"
+
+
+def test_build_output_is_shown_in_whole_lines_however_the_engine_splits_it() -> None:
+    lines = LineBuffer()
+    pieces = ["Step 1/2 : FROM base", "\n", " ---> Using cache\n ---> 1234", "abcd\n", "Step 2/2 : RUN pip\r\n",
+              "half a li", "ne\n\n", "no newline at the end"]
+    shown = [line for piece in pieces for line in lines.feed(piece)] + lines.flush()
+    assert shown == ["Step 1/2 : FROM base", " ---> Using cache", " ---> 1234abcd", "Step 2/2 : RUN pip",
+                     "half a line", "", "no newline at the end"]
+    assert lines.flush() == []

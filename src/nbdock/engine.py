@@ -110,6 +110,24 @@ class Service:
     tasks: tuple[Task, ...]
 
 
+class LineBuffer:
+    """Whole lines out of a stream whose pieces split lines anywhere (the engine sends a build
+    step's text and its newline as two pieces)."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, text: str) -> list[str]:
+        """The lines `text` completes, without their line ends; the rest waits for the next piece."""
+        *complete, self._partial = (self._partial + text).split("\n")
+        return [line.rstrip("\r") for line in complete]
+
+    def flush(self) -> list[str]:
+        """The unfinished last line, if any: the stream has ended."""
+        rest, self._partial = self._partial, ""
+        return [rest.rstrip("\r")] if rest else []
+
+
 @contextmanager
 def _classified(action: str) -> Iterator[None]:
     """Turn Docker SDK and connection errors raised while doing `action` into a kind of NbdockError."""
@@ -433,7 +451,19 @@ class Engine:
         """
         step = ""
         tail: collections.deque[str] = collections.deque(maxlen=BUILD_TAIL_LINES)
+        lines = LineBuffer()
         image_id = ""
+
+        def take(line: str) -> None:
+            nonlocal step
+            show(line)
+            matched = _STEP.match(line)
+            if matched:
+                step = matched.group(3)
+                tail.clear()
+            elif line.strip():
+                tail.append(console.plain(line).rstrip())
+
         with _classified(f"building {tag}"):
             chunks = self.client.api.build(
                 fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
@@ -441,18 +471,16 @@ class Engine:
             )
             for chunk in chunks:
                 if "error" in chunk:
+                    for line in lines.flush():
+                        take(line)
                     raise BuildFailed(step, console.plain(str(chunk["error"])).strip(), list(tail))
                 if "aux" in chunk and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 text = chunk.get("stream") or (chunk["status"] + "\n" if "status" in chunk else "")
-                for line in text.splitlines():
-                    show(line)
-                    matched = _STEP.match(line)
-                    if matched:
-                        step = matched.group(3)
-                        tail.clear()
-                    elif line.strip():
-                        tail.append(console.plain(line).rstrip())
+                for line in lines.feed(text):
+                    take(line)
+            for line in lines.flush():
+                take(line)
         if not image_id:
             built = self.image(tag)
             image_id = built.id if built else ""
