@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import NoReturn
 
 from nbdock import cache, console, contract, jupyter, registry
 from nbdock.engine import Service
@@ -24,6 +25,7 @@ from nbdock.project import Project
 from nbdock.workload import Mount, PublishedPort, Workload
 
 TASK_FAILED = {"failed", "rejected", "shutdown", "orphaned", "remove"}
+TASKS_INTERVAL = 1.0  # seconds between looks at a starting service's tasks
 
 
 @dataclass(frozen=True)
@@ -182,30 +184,38 @@ class SwarmServer:
         return None
 
     def _until_ready(self) -> str:
+        """Poll the published port every POLL_INTERVAL; look at the service's tasks (several
+        engine calls) only every TASKS_INTERVAL seconds, or until a port is known."""
         deadline = time.monotonic() + self.settings.ready_timeout
+        looked_at = 0.0
+        address = url = states = ""
         while True:
-            service = self.service()
-            if service is None:
-                raise NbdockError(f"the service {self.name} vanished while starting; run `invoke swarm.up` again")
-            port = self._published_port(service)
-            address = None
-            if port is not None:
-                address = jupyter.base_url(self.project.browser_host, port)
-                if jupyter.answers(address):
-                    return jupyter.lab_url(self.project.browser_host, port, self.token)
-            failed = [task for task in service.tasks if task.state in TASK_FAILED and task.error]
-            if failed or time.monotonic() > deadline:
-                lines = list(self.project.engine.service_logs(self.name))
-                console.detail("".join(lines).splitlines()[-30:])
-                tasks = ", ".join(task.state for task in service.tasks) or "none"
-                reason = failed[0].error if failed else (
+            if not address or time.monotonic() - looked_at >= TASKS_INTERVAL:
+                looked_at = time.monotonic()
+                service = self.service()
+                if service is None:
+                    raise NbdockError(f"the service {self.name} vanished while starting; run `invoke swarm.up` again")
+                port = self._published_port(service)
+                if port is not None:
+                    address = jupyter.base_url(self.project.browser_host, port)
+                    url = jupyter.lab_url(self.project.browser_host, port, self.token)
+                states = ", ".join(task.state for task in service.tasks) or "none"
+                failed = [task for task in service.tasks if task.state in TASK_FAILED and task.error]
+                if failed:
+                    self._did_not_come_up(failed[0].error)
+            if address and jupyter.answers(address):
+                return url
+            if time.monotonic() > deadline:
+                self._did_not_come_up(
                     f"no answer within {self.settings.ready_timeout:g} s from {address or 'a published port'}; "
-                    f"its tasks: {tasks}"
+                    f"its tasks: {states}"
                 )
-                raise NbdockError(
-                    f"the service {self.name} did not come up ({reason}); the end of its log is above"
-                )
-            time.sleep(jupyter.POLL_INTERVAL * 4)
+            time.sleep(jupyter.POLL_INTERVAL if address else jupyter.POLL_INTERVAL * 2)
+
+    def _did_not_come_up(self, reason: str) -> NoReturn:
+        lines = list(self.project.engine.service_logs(self.name))
+        console.detail("".join(lines).splitlines()[-30:])
+        raise NbdockError(f"the service {self.name} did not come up ({reason}); the end of its log is above")
 
     def _remove_service_and_secrets(self) -> list[str]:
         engine = self.project.engine
