@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from nbdock import cache, console, contract
+from nbdock.engine import LineBuffer
 from nbdock.errors import NbdockError
 from nbdock.execute import DEFAULT_KERNEL, failure_in, notebook_in, parse_parameters
 from nbdock.project import Project
@@ -280,15 +281,15 @@ class SwarmBackend(_Backend):
 def _stream(backend: _Backend, index: int, stop: threading.Event) -> None:
     """Show a worker's log live, each line prefixed with the worker."""
     prefix = WORKER_PREFIX.format(index=index)
-    pending = ""
+    lines = LineBuffer()
     try:
         for text in backend.follow(index):
             if stop.is_set():
                 return
-            pending += text
-            *lines, pending = pending.split("\n")
-            for line in lines:
+            for line in lines.feed(text):
                 console.info(prefix + line)
+        for line in lines.flush():
+            console.info(prefix + line)
     except NbdockError:
         return
 
