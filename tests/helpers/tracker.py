@@ -50,8 +50,7 @@ class Tracker:
     def leftovers(self, project: str) -> list[str]:
         """Every container, service, network, volume and secret left with `project`'s label."""
         label = {"label": f"{LABEL_PROJECT}={project}"}
-        containers = self.client.containers.list(all=True, filters=label, ignore_removed=True)
-        found = [f"container {c.name}" for c in containers]
+        found = [f"container {c.name}" for c in project_containers(self.client, project)]
         found += [f"network {n.name}" for n in self.client.networks.list(filters=label)]
         found += [f"volume {v.name}" for v in self.client.volumes.list(filters=label)]
         if self.swarm_active():
