@@ -19,6 +19,7 @@ cluster made, whatever state it is in, and is safe to call more than once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,17 @@ def _cgroups(pid: str) -> list[str]:
         return []
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -138,8 +150,7 @@ class Node:
     namespace: str  # the name of its network namespace (`ip netns`)
     cgroup_parent: str  # where its containers' cgroups live
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    mount_namespace: int | None = field(default=None, repr=False)  # inode, once started
-    network_namespace: int | None = field(default=None, repr=False)
+    network_namespace: int | None = field(default=None, repr=False)  # its inode, held by `ip netns`
 
     @property
     def socket(self) -> Path:
@@ -366,11 +377,8 @@ class Cluster:
                                    f"{_tail(node.log)}")
             time.sleep(0.1)
         assert node.process is not None
-        # Only now has the process become dockerd in its own namespaces; never confuse them with ours.
-        mount_namespace = _namespace_inode(node.process.pid, "mnt")
-        if mount_namespace is None or mount_namespace == _namespace_inode("self", "mnt"):
+        if _namespace_inode(node.process.pid, "mnt") in (None, _namespace_inode("self", "mnt")):
             raise ClusterError(f"the engine of {node.hostname} does not run in a mount namespace of its own")
-        node.mount_namespace = mount_namespace
 
     def _start_registry(self) -> None:
         folder = self.root / "registry"
@@ -384,11 +392,12 @@ class Cluster:
         with (folder / "registry.log").open("ab") as log:
             self.registry_process = subprocess.Popen(["docker-registry", "serve", str(config)],
                                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self.forwarder_process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("forwarder.py")), str(self.registry_port),
-             *(f"/run/netns/{node.namespace}" for node in self.nodes)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=(folder / "forwarder.log").open("ab"),
-        )
+        with (folder / "forwarder.log").open("ab") as log:
+            self.forwarder_process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("forwarder.py")), str(self.registry_port),
+                 *(f"/run/netns/{node.namespace}" for node in self.nodes)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            )
         assert self.forwarder_process.stdout is not None
         if self.forwarder_process.stdout.readline().strip() != b"ready":
             raise ClusterError(f"the registry's forwarder did not start:\n{_tail(folder / 'forwarder.log')}")
@@ -421,22 +430,21 @@ class Cluster:
     # -- removing it -------------------------------------------------------------------------------
 
     def processes(self, node: Node) -> list[int]:
-        """Every process of `node`: its engine, containerd, shims, storage helpers and containers.
-
-        Found by the node's network and mount namespaces and its containers' cgroup parent, never by
-        name; the host's own namespaces never match.
-        """
-        own_network, own_mounts = _namespace_inode("self", "net"), _namespace_inode("self", "mnt")
-        namespaces = {("net", node.network_namespace), ("mnt", node.mount_namespace)}
-        namespaces -= {("net", own_network), ("mnt", own_mounts), ("net", None), ("mnt", None)}
+        """Every process of `node`: its engine, containerd, shims and storage helpers (all in the
+        node's network namespace) and its containers (under its cgroup parent). Found by namespace
+        and cgroup, never by name. The network namespace is the one `ip netns` holds for the node,
+        so its inode cannot pass to another namespace while the cluster exists (a mount
+        namespace's could, once its last process is gone)."""
+        network = node.network_namespace
+        if network == _namespace_inode("self", "net"):
+            raise ClusterError(f"{node.hostname} claims the host's network namespace")
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
                 continue
-            if any(_namespace_inode(entry, kind) == inode for kind, inode in namespaces) or any(
-                path == f"/{node.cgroup_parent}" or path.startswith(f"/{node.cgroup_parent}/")
-                for path in _cgroups(entry)
-            ):
+            in_network = network is not None and _namespace_inode(entry, "net") == network
+            if in_network or any(path == f"/{node.cgroup_parent}" or path.startswith(f"/{node.cgroup_parent}/")
+                                 for path in _cgroups(entry)):
                 found.append(int(entry))
         return found
 
@@ -468,33 +476,39 @@ class Cluster:
 
     def close(self) -> None:
         """Stop every engine, the registry and the forwarder; delete namespaces, veths, cgroups and
-        data. Safe to call more than once and on a cluster that started only in part."""
+        data. Safe to call more than once and on a cluster that started only in part; every step
+        is tried, and the first failure is raised at the end."""
+        errors: list[Exception] = []
+
+        def attempt(step: Callable[[], object]) -> None:
+            try:
+                step()
+            except Exception as error:
+                errors.append(error)
+
         for node in self.nodes:  # all at once: each gives its containers shutdown_timeout
-            if node.running() and node.process is not None:
+            if node.process is not None and node.running():
                 node.process.terminate()
         for node in self.nodes:
-            self.stop_node(node)
-            self._kill_leftovers(node)
-            self._remove_cgroups(node)
+            attempt(functools.partial(self.stop_node, node))
+            attempt(functools.partial(self._kill_leftovers, node))
+            attempt(functools.partial(self._remove_cgroups, node))
         for process in (self.forwarder_process, self.registry_process):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            if process is not None:
+                attempt(functools.partial(_stop, process))
         self.forwarder_process = self.registry_process = None
         namespaces = set(_ip("netns", "list").stdout.split())
         for name in [node.namespace for node in self.nodes] + [self._bridge_namespace]:
             if name in namespaces:
-                _ip("netns", "delete", name, check=False)
+                attempt(functools.partial(_ip, "netns", "delete", name))
         # Deleting the bridge's namespace takes the host's veth with it, a moment later.
-        wait_until(lambda: _ip("link", "show", self.prefix, check=False).returncode != 0, 30,
-                   "the test cluster's veth to go")
-        for mount in sorted(self._mounts_under_root(), key=len, reverse=True):
+        attempt(lambda: wait_until(lambda: _ip("link", "show", self.prefix, check=False).returncode != 0, 30,
+                                   "the test cluster's veth to go"))
+        for mount in sorted(self._mounts_under_root(), key=len, reverse=True):  # none expected: all are private
             subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise errors[0]
 
     def leftovers(self) -> list[str]:
         """What of this cluster is still on the machine (empty after `close`)."""
@@ -522,6 +536,7 @@ def unavailable(storage_driver: str) -> str | None:
 def cluster_root(hidden: Path) -> Path:
     """A new, empty folder for a cluster's data: in the machine's temporary folder unless that lies
     under `hidden`, else in /var/tmp."""
+    hidden = hidden.resolve()
     for parent in (Path(tempfile.gettempdir()), Path("/var/tmp")):
         parent = parent.resolve()
         if parent != hidden and hidden not in parent.parents:
