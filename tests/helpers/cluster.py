@@ -14,6 +14,13 @@ engine's push and every node's pull (engines trust loopback registries).
 
 Nothing here touches the host's engine, iptables or swarm. `Cluster.close` removes everything the
 cluster made, whatever state it is in, and is safe to call more than once.
+
+A test asks for the session's `cluster` fixture and points nbdock at it: build on the host engine,
+push to `cluster.registry`, deploy through `cluster.manager_host` (a `unix://` URL usable as
+DOCKER_HOST); `cluster.nodes[i].address` is where a host-mode port of a task on node i answers,
+`cluster.client(node)` looks at one engine, and `stop_node`, `start_node`, `drain` and `activate`
+change the cluster under a running test (every one of them leaves it as it found it, but a test
+that stops a node must start it again).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from typing import Any
 
 from tests.helpers.wait import wait_until
 
-TOOLS = ("ip", "nsenter", "unshare", "mount", "dockerd", "containerd", "runc", "docker-registry")
+# The commands the cluster runs, and the Debian packages they come in.
+TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "mount": "mount",
+         "dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker-registry": "docker-registry"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The node's start: enter the namespaces made for it, set its hostname, give it a sysfs of its
 # network namespace (keeping the cgroup tree, which dockerd needs), a private /run, a resolv.conf
@@ -66,10 +75,10 @@ def default_storage_driver() -> str:
     return "overlay2" if "overlay" in kernel else "fuse-overlayfs"
 
 
-def missing_tools(storage_driver: str) -> list[str]:
-    """The commands the cluster needs that are not on PATH (empty when all are there)."""
-    needed = [*TOOLS, *(["fuse-overlayfs"] if storage_driver == "fuse-overlayfs" else [])]
-    return [tool for tool in needed if shutil.which(tool) is None]
+def missing_tools(storage_driver: str) -> dict[str, str]:
+    """The commands the cluster needs that are not on PATH, each with its Debian package."""
+    needed = {**TOOLS, **({"fuse-overlayfs": "fuse-overlayfs"} if storage_driver == "fuse-overlayfs" else {})}
+    return {tool: package for tool, package in needed.items() if shutil.which(tool) is None}
 
 
 def _ip(*arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -528,8 +537,8 @@ def unavailable(storage_driver: str) -> str | None:
     if os.geteuid() != 0:
         return "the test cluster needs root (network, mount and UTS namespaces, veths)"
     if missing := missing_tools(storage_driver):
-        return (f"the test cluster needs {', '.join(missing)} on PATH (Debian packages iproute2, util-linux, "
-                "docker.io, docker-registry, fuse-overlayfs)")
+        commands = ", ".join(f"{tool} (Debian package {package})" for tool, package in missing.items())
+        return f"the test cluster needs these commands on PATH: {commands}"
     return None
 
 
