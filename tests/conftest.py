@@ -17,6 +17,7 @@ from tests.helpers.cluster import (
     Cluster,
     cluster_root,
     default_storage_driver,
+    remove_stale,
     terminate_as_interrupt,
     unavailable,
 )
@@ -173,6 +174,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail(f"CI=true but {reason}")
         pytest.skip(reason)
     hidden = tmp_path_factory.getbasetemp().parent
+    remove_stale()
     with terminate_as_interrupt():
         made = Cluster.start(cluster_root(hidden), hidden, storage_driver)
         try:

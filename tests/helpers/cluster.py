@@ -50,6 +50,7 @@ from tests.helpers.wait import wait_until
 TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "mount": "mount",
          "dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker-registry": "docker-registry"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+RECORD = "cluster.json"  # in the cluster's folder: what it is called and who owns it
 # The node's start: enter the namespaces made for it, set its hostname, give it a sysfs of its
 # network namespace (keeping the cgroup tree, which dockerd needs), a private /run, a resolv.conf
 # that leads nowhere and the hidden folder covered; then become dockerd.
@@ -116,11 +117,38 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _namespace_inode(pid: int | str, kind: str) -> int | None:
+def _namespace_inode_of(path: Path) -> int | None:
     try:
-        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+        return path.stat().st_ino
     except OSError:
         return None
+
+
+def _namespace_inode(pid: int | str, kind: str) -> int | None:
+    return _namespace_inode_of(Path(f"/proc/{pid}/ns/{kind}"))
+
+
+def _identity(pid: int) -> list[int]:
+    """(pid, start time in clock ticks since boot): a process, even after its pid is reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return [pid, -1]
+    return [pid, int(fields[19])]
+
+
+def _naming(texts: tuple[str, ...]) -> list[int]:
+    """The processes whose command line contains one of `texts`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(text in command for text in texts):
+                found.append(int(entry))
+    return found
 
 
 def _cgroups(pid: str) -> list[str]:
@@ -294,28 +322,40 @@ class Cluster:
             raise ClusterError(f"the cluster's folder {root} lies under the folder hidden from the nodes, {hidden}")
         if not hidden.is_dir():
             raise ClusterError(f"the folder to hide from the nodes, {hidden}, is not a directory")
-        prefix = f"nbdc{secrets.token_hex(3)}"
         root.mkdir(parents=True, exist_ok=True)
-        subnet = _free_subnet()
-        nodes = [
-            Node(index, f"nbdock-node-{index}", str(subnet[index]), root / f"node{index}",
-                 f"{prefix}-{index}", f"{prefix}-node{index}")
-            for index in range(1, size + 1)
-        ]
-        cluster = cls(root, hidden, subnet, prefix, nodes, _free_port(), storage_driver=storage_driver)
+        record = {"prefix": f"nbdc{secrets.token_hex(3)}", "subnet": str(_free_subnet()), "size": size,
+                  "hidden": str(hidden), "registry_port": _free_port(), "storage_driver": storage_driver,
+                  "owner": _identity(os.getpid())}
+        (root / RECORD).write_text(json.dumps(record))  # before anything is made: see remove_stale
+        cluster = cls.from_record(root)
         try:
             cluster._make_network()
-            for node in nodes:
+            for node in cluster.nodes:
                 cluster._configure(node)
                 cluster._launch(node)
             cluster._start_registry()
-            for node in nodes:
+            for node in cluster.nodes:
                 cluster._wait_for_engine(node, 60)
             cluster._form_swarm()
         except BaseException:
             cluster.close()
             raise
         return cluster
+
+    @classmethod
+    def from_record(cls, root: Path) -> Cluster:
+        """The cluster described by `root`'s record (its names, addresses and ports), not started."""
+        record = json.loads((root / RECORD).read_text())
+        prefix, subnet = record["prefix"], ipaddress.IPv4Network(record["subnet"])
+        nodes = [
+            Node(index, f"nbdock-node-{index}", str(subnet[index]), root / f"node{index}",
+                 f"{prefix}-{index}", f"{prefix}-node{index}")
+            for index in range(1, record["size"] + 1)
+        ]
+        for node in nodes:
+            node.network_namespace = _namespace_inode_of(Path("/run/netns") / node.namespace)
+        return cls(root, Path(record["hidden"]), subnet, prefix, nodes, record["registry_port"],
+                   storage_driver=record["storage_driver"])
 
     @property
     def _bridge_namespace(self) -> str:
@@ -341,7 +381,7 @@ class Cluster:
             _ip("-n", bridge, "link", "set", port, "master", "br0", "up")
             _ip("-n", node.namespace, "addr", "add", f"{node.address}/{self.subnet.prefixlen}", "dev", "eth0")
             _ip("-n", node.namespace, "link", "set", "eth0", "up")
-            node.network_namespace = os.stat(f"/run/netns/{node.namespace}").st_ino
+            node.network_namespace = _namespace_inode_of(Path("/run/netns") / node.namespace)
 
     def _configure(self, node: Node) -> None:
         node.folder.mkdir()
@@ -506,6 +546,11 @@ class Cluster:
             if process is not None:
                 attempt(functools.partial(_stop, process))
         self.forwarder_process = self.registry_process = None
+        # Those of a session that ended without closing its cluster: the registry names its config
+        # under the root, the forwarder the nodes' namespaces.
+        for pid in _naming((f"{self.root}/", f"/run/netns/{self.prefix}-")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         namespaces = set(_ip("netns", "list").stdout.split())
         for name in [node.namespace for node in self.nodes] + [self._bridge_namespace]:
             if name in namespaces:
@@ -530,6 +575,20 @@ class Cluster:
             if process is not None and process.poll() is None:
                 found.append(f"process {process.pid}")
         return found
+
+
+def remove_stale(parents: tuple[Path, ...] = (Path(tempfile.gettempdir()), Path("/var/tmp"))) -> list[Path]:
+    """Remove every cluster whose session ended without closing it (killed, say), found by the
+    record in its folder under `parents`; clusters of running sessions are left alone. The
+    folders of the clusters removed."""
+    removed = []
+    for root in sorted(folder for parent in parents for folder in parent.glob("nbdock-cluster-*")):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            owner = json.loads((root / RECORD).read_text())["owner"]
+            if _identity(owner[0]) != owner:
+                Cluster.from_record(root).close()
+                removed.append(root)
+    return removed
 
 
 def unavailable(storage_driver: str) -> str | None:
