@@ -19,8 +19,9 @@ A test asks for the session's `cluster` fixture and points nbdock at it: build o
 push to `cluster.registry`, deploy through `cluster.manager_host` (a `unix://` URL usable as
 DOCKER_HOST); `cluster.nodes[i].address` is where a host-mode port of a task on node i answers,
 `cluster.client(node)` looks at one engine, and `stop_node`, `start_node`, `drain` and `activate`
-change the cluster under a running test (every one of them leaves it as it found it, but a test
-that stops a node must start it again).
+change the cluster under a running test (the cluster is shared by the session: a test that stops
+or drains a node brings it back before it ends). A cluster left by a killed session is removed by
+the next one (`remove_stale`).
 """
 
 from __future__ import annotations
