@@ -29,6 +29,10 @@ from nbdock.workload import Mount, Workload
 RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
     '--to html --log-level=WARN "$2"; fi; exit $status'
 DEFAULT_KERNEL = "python3"
+# Jupyter's tag for a cell whose error is expected (nbclient runs on past it); papermill still
+# exits 1 for it, and marks the executed copy with cells of its own tag.
+EXPECTED_ERROR_TAG = "raises-exception"
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
 
 Status = Literal["ok", "failed", "timed out", "killed"]
 
@@ -128,7 +132,7 @@ def failure_in(executed: Path, died: bool = False) -> Failure | None:
     for cell in notebook.get("cells", []):
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else source
-        for output in cell.get("outputs", []):
+        for output in [] if _expects_error(cell) else cell.get("outputs", []):
             if output.get("output_type") == "error":
                 return Failure(
                     source=source,
@@ -142,6 +146,35 @@ def failure_in(executed: Path, died: bool = False) -> Failure | None:
         return Failure(source=started, name="DeadKernelError", value="the kernel died running this cell",
                        traceback="")
     return None
+
+
+def _expects_error(cell: dict[str, object]) -> bool:
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return isinstance(tags, list) and EXPECTED_ERROR_TAG in tags
+
+
+def expected_errors(executed: Path) -> int:
+    """How many cells raised as their `raises-exception` tag says, when those are the only errors
+    in an executed notebook that ran to its end (papermill exits 1 for them); else 0.
+
+    The marker cells papermill adds for those errors are taken out of the executed copy, which
+    is nbdock's own output file: nothing failed.
+    """
+    try:
+        notebook = json.loads(executed.read_text(encoding="utf-8"))
+        cells = [cell for cell in notebook["cells"] if isinstance(cell, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    ran = [cell for cell in cells if cell.get("cell_type") == "code"]
+    raised = [cell for cell in ran if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+    runs = [cell.get("metadata", {}).get("papermill", {}) for cell in ran]
+    ended = all(run.get("start_time") and run.get("status") == "completed" for run in runs)
+    if not raised or not ended or not all(_expects_error(cell) for cell in raised):
+        return 0
+    notebook["cells"] = [cell for cell in cells if PAPERMILL_ERROR_TAG not in cell.get("metadata", {}).get("tags", [])]
+    executed.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(raised)
 
 
 def image_kernels(project: Project, image_id: str) -> set[str]:
@@ -298,7 +331,15 @@ class Execution:
         if died:
             cause = killed_cause(final, self.project)
             return Outcome(notebook, "killed", seconds, output, failure, log, note, cause)
+        expected = expected_errors(output) if failure is None else 0
+        if expected:
+            return Outcome(notebook, "ok", seconds, output, note=_joined(note, f"{expected} expected error(s) "
+                                                                        f"({EXPECTED_ERROR_TAG})"))
         return Outcome(notebook, "failed", seconds, output, failure, log, note)
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def execute(project: Project, notebooks: Sequence[str], parameters: Sequence[str], jobs: int,
