@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from nbdock import baseimage, cache, console, contract, dockerfile, jupyter
+from nbdock import baseimage, cache, console, contract, dockerfile, jupyter, killed
 from nbdock.context import ContextPlan, describe_size, plan_context, write_archive, write_dockerignore
 from nbdock.engine import BuildFailed, Container
 from nbdock.environment import Environment, read_environment
@@ -184,7 +184,10 @@ class Project:
             )
         console.detail([f"failed step: {failure.step}", *failure.tail])
         step = failure.step
-        if any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
+        stopped = killed.killed_step(failure.error, _doing(step, self.environment.post_build))
+        if stopped is not None:
+            culprit = stopped
+        elif any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
             culprit = (f"pip could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
                        f"{settings.env_file} to the proxy's CA bundle (the one your own pip uses)")
         elif "pip install" in step:
@@ -509,6 +512,17 @@ class Project:
         """(the address a browser uses, the server container's own address, or None)."""
         running = [c for c in self.containers("server") if c.running]
         return self.browser_host, running[0].address if running else None
+
+
+def _doing(step: str, post_build: PurePosixPath | None) -> str:
+    """What a build step does, in words, for a message about it."""
+    if "pip install" in step:
+        return "installing packages with pip"
+    if "apt-get" in step:
+        return "installing system packages with apt"
+    if contract.POST_BUILD in step:
+        return f"running {post_build}"
+    return f"running `{step}`"
 
 
 def _show_build_line(line: str) -> None:
