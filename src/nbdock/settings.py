@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from nbdock import contract
+from nbdock import contract, runtime
+from nbdock.environment import environment_folder
 from nbdock.errors import NbdockError
 from nbdock.workload import Resources, parse_size
 
@@ -450,6 +451,8 @@ def load_settings(
                 f"{key} in {where} is invalid: {reason}; fix it (see .env.example for every setting)"
             ) from None
 
+    if not raw.get("BASE_IMAGE", ("", ""))[0].strip():
+        values_by_field["base_image"] = runtime_base(project_dir)
     project_name = str(values_by_field.get("project_name") or default_project_name(project_dir))
     values_by_field["project_name"] = project_name
     values_by_field.setdefault("image_name", f"nbdock-{project_name}:latest")
@@ -462,6 +465,18 @@ def load_settings(
     settings = Settings(project_dir=project_dir, warnings=tuple(warnings), **values_by_field)  # type: ignore[arg-type]
     _check_folders(settings, raw)
     return settings
+
+
+def runtime_base(project_dir: Path) -> str:
+    """The base image when BASE_IMAGE is not set: the Python the project's runtime.txt names
+    (`python-3.10`: python:3.10-slim), else DEFAULT_BASE_IMAGE. Raises NbdockError for a
+    runtime.txt nbdock cannot build."""
+    folder = environment_folder(project_dir)
+    path = folder / contract.RUNTIME
+    if not path.is_file():
+        return DEFAULT_BASE_IMAGE
+    shown = path.relative_to(project_dir).as_posix()
+    return runtime.base_for(runtime.python_version(path, shown), DEFAULT_BASE_IMAGE)
 
 
 def _check_folders(settings: Settings, raw: Mapping[str, tuple[str, str]]) -> None:
