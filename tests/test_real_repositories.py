@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.notebooks import notebook, printed
-from tests.helpers.projects import REPO, URL, ProjectCopy, assert_one_line_failure
+from tests.helpers.projects import EXAMPLE, REPO, URL, ProjectCopy, assert_one_line_failure
 from tests.helpers.tracker import Tracker, project_containers
 
 pytestmark = pytest.mark.docker
@@ -268,8 +268,8 @@ def test_two_checkouts_of_one_project_never_touch_each_other(
     checkouts = []
     for parent in ("a", "b"):
         path = tmp_path / parent / "analysis-nbdock-test"
-        shutil.copytree(REPO / "notebooks", path / "notebooks")
-        shutil.copy(REPO / "requirements.txt", path)
+        shutil.copytree(EXAMPLE / "notebooks", path / "notebooks")
+        shutil.copy(EXAMPLE / "requirements.txt", path)
         shutil.copy(REPO / "tasks.py", path)
         (path / ".env").write_text(f"BASE_IMAGE={base_image}\nHOST_PORT=0\n")
         copy = ProjectCopy(path, "analysis-nbdock-test")
