@@ -14,7 +14,7 @@ from tests.helpers.projects import EXAMPLE, REPO, clean_environment
 
 def first_command() -> str:
     blocks = re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.DOTALL)
-    return blocks[0].strip()
+    return str(blocks[0]).strip()
 
 
 def test_the_readmes_first_command_runs_in_the_example_folder() -> None:

@@ -234,6 +234,12 @@ def _device_requests(gpus: str) -> list[Any]:
     return [DeviceRequest(count=count, capabilities=[["gpu"]])]
 
 
+def restart_policy(policy: str) -> dict[str, Any]:
+    """The Docker API's RestartPolicy for `policy` as RESTART spells it (`on-failure:3`)."""
+    name, _, retries = policy.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(retries or 0)}
+
+
 def container_options(workload: Workload) -> dict[str, Any]:
     """The Docker SDK's `containers.create` keyword arguments for `workload`.
 
@@ -276,6 +282,8 @@ def container_options(workload: Workload) -> dict[str, Any]:
         options["healthcheck"] = {"test": ["NONE"]}
     if workload.working_dir:
         options["working_dir"] = workload.working_dir
+    if workload.restart != "no":
+        options["restart_policy"] = restart_policy(workload.restart)
     if resources.shm_size:
         options["shm_size"] = resources.shm_size
     if resources.memory:

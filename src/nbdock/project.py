@@ -251,6 +251,7 @@ class Project:
             secrets={jupyter.TOKEN_SECRET: token},
             mounts=self.mounts(notebooks_read_only=False),
             ports=(PublishedPort(settings.container_port, settings.host_port or None, settings.host_ip),),
+            restart=settings.restart,
         )
         return replace(workload, labels={**workload.labels, contract.LABEL_STATE: self._wanted(workload)})
 
@@ -263,7 +264,7 @@ class Project:
             "environment": environment,
             "workload": [workload.name, list(workload.command or ()), workload.user, list(workload.groups),
                          sorted(workload.environment.items()), [repr(m) for m in workload.mounts],
-                         [repr(p) for p in workload.ports], repr(workload.resources)],
+                         [repr(p) for p in workload.ports], repr(workload.resources), workload.restart],
             "token": self.settings.jupyter_token,
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()

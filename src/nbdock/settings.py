@@ -89,6 +89,7 @@ class Settings:
     train_port: int
     train_timeout: float
     train_backend: str
+    restart: str
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -288,6 +289,9 @@ def _one_of(*choices: str) -> Parser:
     return parse
 
 
+# Docker's restart policies for the server's container.
+_RESTART = re.compile(r"^(?:no|always|unless-stopped|on-failure(?::[1-9]\d*)?)$")
+
 # KEY -> (Settings field, parser, default). A default of None is derived from other settings.
 _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "PROJECT_NAME": ("project_name", _matching(_PROJECT_NAME, "project name (a-z, 0-9, _ . -)"), None),
@@ -322,6 +326,8 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "TRAIN_PORT": ("train_port", _whole(1, 65535), "2222"),
     "TRAIN_TIMEOUT": ("train_timeout", _positive("seconds"), "1800"),
     "TRAIN_BACKEND": ("train_backend", _one_of("local", "swarm", "k8s"), "local"),
+    "RESTART": ("restart", _matching(_RESTART, "restart policy: no, unless-stopped, always or on-failure[:N]"),
+                "unless-stopped"),
 }
 
 KNOWN_KEYS = tuple(_FIELDS)
