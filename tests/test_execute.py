@@ -145,3 +145,16 @@ def test_errors_in_cells_tagged_raises_exception_are_expected(project: ProjectCo
     assert "KeyError: 'missing'" in result.stdout and "ZeroDivisionError" not in result.stdout
     taught = (project.path / "outputs" / "teaches.ipynb").read_text()
     assert "carried on" in taught and "An Exception was encountered" not in taught
+
+
+def test_a_notebook_that_allows_errors_runs_every_cell(project: ProjectCopy) -> None:
+    content = json.loads(tagged_notebook(("1 / 0", []), ("print('still ran')", []), ("{}['k']", [])))
+    content["metadata"]["nbsphinx"] = {"allow_errors": True}
+    (project.notebooks / "shows_errors.ipynb").write_text(json.dumps(content))
+    result = project.invoke("execute", "--notebook", "shows_errors.ipynb")
+    assert result.returncode == 0, result.output
+    assert "2 expected error(s) (allow_errors)" in result.stdout
+    executed = json.loads((project.path / "outputs" / "shows_errors.ipynb").read_text())
+    errors = [o["ename"] for c in executed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert errors == ["ZeroDivisionError", "KeyError"] and "still ran" in json.dumps(executed)
+    assert all("tags" not in cell["metadata"] for cell in executed["cells"])

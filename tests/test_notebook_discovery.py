@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from nbdock.errors import NbdockError
-from nbdock.execute import choose_kernel, expected_errors, failure_in, find_notebooks, parse_parameters, summary
+from nbdock.execute import (
+    allows_errors,
+    choose_kernel,
+    expected_errors,
+    failure_in,
+    find_notebooks,
+    parse_parameters,
+    remove_added_tags,
+    summary,
+    write_tagged_copy,
+)
 from nbdock.project import Project
 from nbdock.settings import load_settings
 
@@ -185,3 +195,40 @@ def test_a_run_that_stopped_early_is_not_made_ok_by_a_tagged_error(tmp_path: Pat
     notebook["cells"][-1]["metadata"]["papermill"] = {"status": "pending"}
     path.write_text(json.dumps(notebook))
     assert expected_errors(path) == 0
+
+
+@pytest.mark.parametrize(("metadata", "allowed"), [
+    ({"nbsphinx": {"allow_errors": True}}, True),
+    ({"mystnb": {"execution_allow_errors": True}}, True),
+    ({"nbsphinx": {"allow_errors": False}}, False),
+    ({"nbsphinx": "yes"}, False),
+    ({}, False),
+])
+def test_a_notebook_opts_into_errors_the_way_documentation_tools_read_it(
+    tmp_path: Path, metadata: dict[str, object], allowed: bool
+) -> None:
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps({"cells": [], "metadata": metadata}))
+    assert allows_errors(path) is allowed
+
+
+def test_the_tags_added_for_allow_errors_are_taken_out_again(tmp_path: Path) -> None:
+    original = tmp_path / "n.ipynb"
+    cells = [{"cell_type": "code", "source": "1/0", "metadata": {}, "outputs": []},
+             {"cell_type": "code", "source": "x", "metadata": {"tags": ["raises-exception"]}, "outputs": []},
+             {"cell_type": "code", "source": "y", "metadata": {"tags": ["parameters"]}, "outputs": []},
+             {"cell_type": "markdown", "source": "text", "metadata": {}}]
+    original.write_text(json.dumps({"cells": cells, "metadata": {"nbsphinx": {"allow_errors": True}}}))
+    copy = tmp_path / "out.ipynb"
+    write_tagged_copy(original, copy)
+    tagged = json.loads(copy.read_text())["cells"]
+    assert [c["metadata"].get("tags") for c in tagged] == [
+        ["raises-exception"], ["raises-exception"], ["parameters", "raises-exception"], None]
+    remove_added_tags(copy)
+    assert [c["metadata"] for c in json.loads(copy.read_text())["cells"]] == [c["metadata"] for c in cells]
+
+
+def test_with_allow_errors_every_error_is_expected(tmp_path: Path) -> None:
+    path = executed(tmp_path, ([], "ValueError"), ([], "KeyError"))
+    assert failure_in(path, everything=True) is None
+    assert expected_errors(path, everything=True) == 2
