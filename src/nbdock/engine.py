@@ -638,6 +638,23 @@ class Engine:
             extracted = archive.extractfile(member) if member is not None else None
             return extracted.read() if extracted is not None else None
 
+    def read_folder(self, container: str, path: str) -> dict[str, bytes]:
+        """The regular files under the folder `path` in a container, by their path in the
+        archive (`folder/name`); empty when there is no such folder."""
+        try:
+            with _classified(f"reading {path} in {container}"):
+                stream, _ = self.client.api.get_archive(container, path)
+                data = b"".join(stream)
+        except (NotFound, EngineAPIError):
+            return {}
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive.getmembers():
+                extracted = archive.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    files[member.name] = extracted.read()
+        return files
+
     def probe(self, image: str, command: list[str], user: str = "0:0") -> tuple[int, str]:
         """Run `command` in a throwaway container of `image`: (exit code, output)."""
         with _classified(f"checking the image {image}"):

@@ -22,12 +22,13 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from nbdock import baseimage, cache, console, contract, dockerfile, jupyter, killed
+from nbdock import baseimage, cache, console, contract, dockerfile, jupyter, killed, serverinfo
 from nbdock.context import ContextPlan, describe_size, plan_context, write_archive, write_dockerignore
 from nbdock.engine import BuildFailed, Container
 from nbdock.environment import Environment, read_environment
 from nbdock.errors import EngineAPIError, NameConflict, NbdockError, PortTaken
 from nbdock.identity import Identity, invoker
+from nbdock.serverinfo import ServerInfo
 from nbdock.settings import Settings
 from nbdock.workload import Mount, PublishedPort, Workload
 
@@ -44,9 +45,12 @@ class Server:
     port: int
     token: str
     reused: bool
+    info: ServerInfo | None = None
 
     @property
     def url(self) -> str:
+        if self.info is not None:
+            return self.info.lab_url(self.host, self.port, self.token)
         return jupyter.lab_url(self.host, self.port, self.token)
 
 
@@ -247,7 +251,8 @@ class Project:
         workload = self.workload(
             settings.container_name, image_id, "server",
             command=tuple(jupyter.server_command(settings.container_port, self.identity.is_root)),
-            environment={**self.environment_variables(), **jupyter.token_environment()},
+            environment={**self.environment_variables(), **jupyter.token_environment(),
+                         **serverinfo.runtime_environment()},
             secrets={jupyter.TOKEN_SECRET: token},
             mounts=self.mounts(notebooks_read_only=False),
             ports=(PublishedPort(settings.container_port, settings.host_port or None, settings.host_ip),),
@@ -390,10 +395,10 @@ class Project:
                     f"{container.name} publishes no port for {self.settings.container_port}; "
                     "run `invoke down` and `invoke up` to start it afresh"
                 )
-            outcome = jupyter.wait_until_ready(
-                jupyter.base_url(self.browser_host, port),
+            outcome, info = serverinfo.wait_until_ready(
+                self.engine, container.id, self.browser_host, port,
                 lambda: bool((self.engine.container(container.id) or current).running),
-                self.settings.ready_timeout,
+                self.settings.ready_timeout, self.settings.container_port, self.settings.env_file,
             )
             if outcome != "ready":
                 console.detail(self.engine.logs(container.id, tail=30))
@@ -401,7 +406,7 @@ class Project:
         except BaseException:
             self.engine.remove(container.id)
             raise
-        return Server(container.name, self.browser_host, port, self._token(current), reused)
+        return Server(container.name, self.browser_host, port, self._token(current), reused, info)
 
     def _start_failure(self, exited: Container | None, died: bool) -> NbdockError:
         settings = self.settings
@@ -472,7 +477,8 @@ class Project:
         for container in self.containers("server"):
             port = container.ports.get(self.settings.container_port)
             if container.running and port is not None:
-                return Server(container.name, self.browser_host, port, self._token(container), reused=True)
+                return Server(container.name, self.browser_host, port, self._token(container), reused=True,
+                              info=serverinfo.read(self.engine, container.id))
         raise NbdockError(
             f"no notebook server of project {self.settings.project_name} is running; "
             "start one with `invoke up`"
@@ -491,7 +497,8 @@ class Project:
             role = container.labels.get(contract.LABEL_ROLE, "")
             url = None
             if role == "server" and container.running and port is not None:
-                url = jupyter.lab_url(self.browser_host, port, self._token(container))
+                url = Server(container.name, self.browser_host, port, self._token(container), True,
+                             serverinfo.read(self.engine, container.id)).url
             rows.append(ContainerStatus(container.name, role, container.state, container.health, image, url))
         return rows
 
