@@ -92,7 +92,8 @@ def user_spec() -> str:
 
 
 def make_folder(root: Path, name: str, base_image: str, extra_env: str = "",
-                notebooks: Path = REPO / "notebooks", requirements: Path = REPO / "requirements.txt") -> Path:
+                notebooks: Path = REPO / "examples" / "hello" / "notebooks",
+                requirements: Path = REPO / "examples" / "hello" / "requirements.txt") -> Path:
     """A copy of the example project with nbdock's Dockerfile and .dockerignore written, so the
     same files build by hand; the CA bundle where that Dockerfile expects it."""
     folder = root / name

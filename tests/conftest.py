@@ -22,7 +22,7 @@ from tests.helpers.cluster import (
     unavailable,
 )
 from tests.helpers.images import remove_images_built_on
-from tests.helpers.projects import BASE_IMAGE, REPO, ProjectCopy, clean_environment, new_project
+from tests.helpers.projects import BASE_IMAGE, EXAMPLE, ProjectCopy, clean_environment, new_project
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
 
@@ -103,7 +103,7 @@ def make_project(
 ) -> Callable[..., ProjectCopy]:
     """Copies of the example project; all they made on the engine is removed after the test."""
 
-    def make(notebooks: Path = REPO / "notebooks", **settings: str) -> ProjectCopy:
+    def make(notebooks: Path = EXAMPLE / "notebooks", **settings: str) -> ProjectCopy:
         project = new_project(tmp_path_factory.mktemp("project"), base_image, settings, notebooks)
         tracker.project(project.name)
         return project

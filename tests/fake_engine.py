@@ -83,6 +83,9 @@ class FakeEngine:
     def logs(self, container: str, tail: int | None = None) -> list[str]:
         return ["a log line"]
 
+    def read_folder(self, container: str, path: str) -> dict[str, bytes]:
+        return {}  # a server that writes no runtime file: the root URL is polled
+
     def read_file(self, container: str, path: str) -> bytes | None:
         workload = self.workloads.get(container)
         if workload is None or path != contract.secret_path("jupyter_token"):

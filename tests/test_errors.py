@@ -123,3 +123,16 @@ def test_a_gpu_request_without_a_gpu_runtime_names_the_setting(
     project = make_project(GPUS="all")
     assert_one_line_failure(project.invoke("up"), "GPUS=all asks for GPUs", "NVIDIA Container Toolkit")
     assert_nothing_left(docker_client, project)
+
+
+def test_a_build_step_killed_from_outside_is_named_as_killed(
+    make_project: Callable[..., Project], docker_client: Any
+) -> None:
+    project = make_project()
+    post_build = project.path / "postBuild"
+    post_build.write_text("#!/bin/sh\necho about to be killed\nkill -KILL $$\n")
+    post_build.chmod(0o755)
+    message = assert_one_line_failure(project.invoke("up"), "the step was killed while running", "exit code 137",
+                                      "SIGKILL", "memory")
+    assert "failed: its output is above" not in message
+    assert_nothing_left(docker_client, project)

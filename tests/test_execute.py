@@ -117,3 +117,44 @@ def test_ctrl_c_removes_the_running_containers(project: ProjectCopy, docker_clie
     assert running.returncode == 130
     assert "Traceback" not in stderr and stderr.strip().endswith("nbdock: interrupted")
     assert project_containers(docker_client, project.name) == []
+
+
+def tagged_notebook(*cells: tuple[str, list[str]]) -> str:
+    return json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "metadata": {"tags": tags}, "outputs": [],
+                   "source": source} for source, tags in cells],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    })
+
+
+def test_errors_in_cells_tagged_raises_exception_are_expected(project: ProjectCopy) -> None:
+    (project.notebooks / "teaches.ipynb").write_text(tagged_notebook(
+        ("1 / 0", ["raises-exception"]), ("print('carried on')", []),
+        ("print('no error here')", ["raises-exception"]),
+    ))
+    (project.notebooks / "then_fails.ipynb").write_text(tagged_notebook(
+        ("1 / 0", ["raises-exception"]), ("{}['missing']", []), ("print('never')", []),
+    ))
+    result = project.invoke("execute", "--notebook", "teaches.ipynb", "--notebook", "then_fails.ipynb")
+    assert result.returncode != 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines()]
+    table = {row[0]: row[1] for row in rows if len(row) > 2 and row[0].endswith(".ipynb")}
+    assert table == {"teaches.ipynb": "ok", "then_fails.ipynb": "failed"}, result.stdout
+    assert "1 expected error(s) (raises-exception)" in result.stdout
+    assert "KeyError: 'missing'" in result.stdout and "ZeroDivisionError" not in result.stdout
+    taught = (project.path / "outputs" / "teaches.ipynb").read_text()
+    assert "carried on" in taught and "An Exception was encountered" not in taught
+
+
+def test_a_notebook_that_allows_errors_runs_every_cell(project: ProjectCopy) -> None:
+    content = json.loads(tagged_notebook(("1 / 0", []), ("print('still ran')", []), ("{}['k']", [])))
+    content["metadata"]["nbsphinx"] = {"allow_errors": True}
+    (project.notebooks / "shows_errors.ipynb").write_text(json.dumps(content))
+    result = project.invoke("execute", "--notebook", "shows_errors.ipynb")
+    assert result.returncode == 0, result.output
+    assert "2 expected error(s) (allow_errors)" in result.stdout
+    executed = json.loads((project.path / "outputs" / "shows_errors.ipynb").read_text())
+    errors = [o["ename"] for c in executed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert errors == ["ZeroDivisionError", "KeyError"] and "still ran" in json.dumps(executed)
+    assert all("tags" not in cell["metadata"] for cell in executed["cells"])

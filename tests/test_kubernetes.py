@@ -125,3 +125,19 @@ def test_on_a_real_cluster(make_project: Callable[..., ProjectCopy]) -> None:
         assert answers(status) == 403
     finally:
         assert project.invoke("k8s.down", "--volumes").returncode == 0
+
+
+def test_without_a_registry_the_manifests_use_the_local_image(make_project: Callable[..., ProjectCopy]) -> None:
+    project = make_project()
+    (project.notebooks / "train.py").write_text("print('trained')\n")
+    written = project.invoke("k8s.manifests", "--validate", "--train-script", "train.py")
+    assert written.returncode == 0, written.output
+    assert written.last_line == "Every object passed nbdock's checks and the Kubernetes schemas."
+    deployment = objects(project.path / "k8s" / "server.yaml")["Deployment"]
+    template = deployment["spec"]["template"]
+    containers = [*template["spec"]["initContainers"], *template["spec"]["containers"]]
+    assert {(c["image"], c["imagePullPolicy"]) for c in containers} == {(project.image, "IfNotPresent")}
+    assert template["metadata"]["annotations"]["nbdock.io/image-id"].startswith("sha256:")
+    _, job = yaml.safe_load_all((project.path / "k8s" / "train.yaml").read_text())
+    worker = job["spec"]["template"]["spec"]["containers"][0]
+    assert (worker["image"], worker["imagePullPolicy"]) == (f"nbdock-{project.name}:execute", "IfNotPresent")

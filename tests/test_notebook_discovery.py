@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from nbdock.errors import NbdockError
-from nbdock.execute import choose_kernel, failure_in, find_notebooks, parse_parameters, summary
+from nbdock.execute import (
+    allows_errors,
+    choose_kernel,
+    expected_errors,
+    failure_in,
+    find_notebooks,
+    parse_parameters,
+    remove_added_tags,
+    summary,
+    write_tagged_copy,
+)
 from nbdock.project import Project
 from nbdock.settings import load_settings
 
@@ -138,3 +148,87 @@ def test_a_file_that_is_no_notebook_is_named_before_it_runs(tmp_path: Path, text
     path.write_text(text)
     kernel, said = choose_kernel(path, {"python3"}, "")
     assert kernel is None and said.startswith(note)
+
+
+def executed(tmp_path: Path, *cells: tuple[list[str], str | None], banner: bool = True) -> Path:
+    """An executed notebook as papermill writes it: (tags, error name or None) per code cell."""
+    ran = {"start_time": "2026-01-01T00:00:00", "status": "completed"}
+    notebook_cells: list[dict[str, object]] = [
+        {"cell_type": "code", "source": f"cell {index}", "metadata": {"tags": tags, "papermill": ran},
+         "outputs": [{"output_type": "error", "ename": error, "evalue": "on purpose", "traceback": []}]
+         if error else []}
+        for index, (tags, error) in enumerate(cells)
+    ]
+    if banner:
+        notebook_cells.insert(0, {"cell_type": "markdown", "source": "An Exception was encountered",
+                                  "metadata": {"tags": ["papermill-error-cell-tag"]}})
+    path = tmp_path / "executed.ipynb"
+    path.write_text(json.dumps({"cells": notebook_cells, "metadata": {}}))
+    return path
+
+
+def test_an_error_in_a_cell_tagged_raises_exception_is_expected(tmp_path: Path) -> None:
+    path = executed(tmp_path, ([], None), (["raises-exception"], "ZeroDivisionError"), ([], None))
+    assert failure_in(path) is None
+    assert expected_errors(path) == 1
+    cells = json.loads(path.read_text())["cells"]
+    assert [cell["source"] for cell in cells] == ["cell 0", "cell 1", "cell 2"]
+
+
+def test_an_untagged_error_after_a_tagged_one_is_the_failure(tmp_path: Path) -> None:
+    path = executed(tmp_path, (["raises-exception"], "ZeroDivisionError"), (["other"], "KeyError"))
+    failure = failure_in(path)
+    assert failure is not None and (failure.name, failure.source) == ("KeyError", "cell 1")
+    assert expected_errors(path) == 0
+    assert "An Exception was encountered" in path.read_text()
+
+
+def test_a_tagged_cell_that_does_not_raise_and_no_error_at_all_are_no_expected_errors(tmp_path: Path) -> None:
+    path = executed(tmp_path, (["raises-exception"], None), ([], None), banner=False)
+    assert failure_in(path) is None
+    assert expected_errors(path) == 0
+
+
+def test_a_run_that_stopped_early_is_not_made_ok_by_a_tagged_error(tmp_path: Path) -> None:
+    path = executed(tmp_path, (["raises-exception"], "ValueError"), ([], None))
+    notebook = json.loads(path.read_text())
+    notebook["cells"][-1]["metadata"]["papermill"] = {"status": "pending"}
+    path.write_text(json.dumps(notebook))
+    assert expected_errors(path) == 0
+
+
+@pytest.mark.parametrize(("metadata", "allowed"), [
+    ({"nbsphinx": {"allow_errors": True}}, True),
+    ({"mystnb": {"execution_allow_errors": True}}, True),
+    ({"nbsphinx": {"allow_errors": False}}, False),
+    ({"nbsphinx": "yes"}, False),
+    ({}, False),
+])
+def test_a_notebook_opts_into_errors_the_way_documentation_tools_read_it(
+    tmp_path: Path, metadata: dict[str, object], allowed: bool
+) -> None:
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps({"cells": [], "metadata": metadata}))
+    assert allows_errors(path) is allowed
+
+
+def test_the_tags_added_for_allow_errors_are_taken_out_again(tmp_path: Path) -> None:
+    original = tmp_path / "n.ipynb"
+    cells = [{"cell_type": "code", "source": "1/0", "metadata": {}, "outputs": []},
+             {"cell_type": "code", "source": "x", "metadata": {"tags": ["raises-exception"]}, "outputs": []},
+             {"cell_type": "code", "source": "y", "metadata": {"tags": ["parameters"]}, "outputs": []},
+             {"cell_type": "markdown", "source": "text", "metadata": {}}]
+    original.write_text(json.dumps({"cells": cells, "metadata": {"nbsphinx": {"allow_errors": True}}}))
+    copy = tmp_path / "out.ipynb"
+    write_tagged_copy(original, copy)
+    tagged = json.loads(copy.read_text())["cells"]
+    assert [c["metadata"].get("tags") for c in tagged] == [
+        ["raises-exception"], ["raises-exception"], ["parameters", "raises-exception"], None]
+    remove_added_tags(copy)
+    assert [c["metadata"] for c in json.loads(copy.read_text())["cells"]] == [c["metadata"] for c in cells]
+
+
+def test_with_allow_errors_every_error_is_expected(tmp_path: Path) -> None:
+    path = executed(tmp_path, ([], "ValueError"), ([], "KeyError"))
+    assert failure_in(path, everything=True) is None
+    assert expected_errors(path, everything=True) == 2

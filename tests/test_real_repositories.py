@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.notebooks import notebook, printed
-from tests.helpers.projects import REPO, URL, ProjectCopy, assert_one_line_failure
+from tests.helpers.projects import EXAMPLE, REPO, URL, ProjectCopy, assert_one_line_failure
 from tests.helpers.tracker import Tracker, project_containers
 
 pytestmark = pytest.mark.docker
@@ -118,7 +118,8 @@ def test_a_binder_folder_is_read_the_way_binder_reads_it(
         ({"binder/environment.yml": "dependencies: [numpy]\n"}, "binder/environment.yml declares a conda environment"),
         ({".binder/Pipfile": "[packages]\n"}, ".binder/Pipfile declares a Pipenv environment"),
         ({"binder/install.R": "install.packages('x')\n"}, "binder/install.R declares R packages"),
-        ({"binder/runtime.txt": "python-3.9\n"}, "binder/runtime.txt asks for Python 3.9, but BASE_IMAGE"),
+        ({"binder/runtime.txt": "python-2.7\n"}, "binder/runtime.txt asks for Python 2.7, which nbdock cannot build"),
+        ({"runtime.txt": "python-3.ten\n"}, "runtime.txt says 'python-3.ten'"),
     ],
 )
 def test_what_the_image_cannot_do_is_named_before_building(
@@ -129,6 +130,17 @@ def test_what_the_image_cannot_do_is_named_before_building(
     result = project.invoke("up")
     assert_one_line_failure(result, phrase)
     assert "Step 1/" not in result.stdout
+
+
+def test_a_runtime_other_than_the_chosen_bases_python_builds_with_a_warning(
+    make_project: Callable[..., ProjectCopy],
+) -> None:
+    project = make_project()  # BASE_IMAGE is the test base, with Debian's Python 3.11
+    write(project.path, {"runtime.txt": "python-3.10\n"})
+    result = project.invoke("build")
+    assert result.returncode == 0, result.output
+    assert ("nbdock: warning: runtime.txt asks for Python 3.10, but BASE_IMAGE nbdock-test-base:latest has "
+            "Python 3.11; building on nbdock-test-base:latest as you chose") in result.stderr
 
 
 def test_notebooks_at_the_root_send_no_environment_or_old_outputs(
@@ -256,8 +268,8 @@ def test_two_checkouts_of_one_project_never_touch_each_other(
     checkouts = []
     for parent in ("a", "b"):
         path = tmp_path / parent / "analysis-nbdock-test"
-        shutil.copytree(REPO / "notebooks", path / "notebooks")
-        shutil.copy(REPO / "requirements.txt", path)
+        shutil.copytree(EXAMPLE / "notebooks", path / "notebooks")
+        shutil.copy(EXAMPLE / "requirements.txt", path)
         shutil.copy(REPO / "tasks.py", path)
         (path / ".env").write_text(f"BASE_IMAGE={base_image}\nHOST_PORT=0\n")
         copy = ProjectCopy(path, "analysis-nbdock-test")

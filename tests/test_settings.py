@@ -217,3 +217,29 @@ def test_sizes_and_mounts_are_parsed(tmp_path: Path) -> None:
     assert resources == (2 * 2**30, 512 * 2**20, 1.5, "all")
     assert settings.mounts == (("data", False), ("models", True))
     assert load_settings(tmp_path / "nowhere", environ={}).shm_size == 2**30
+
+
+@pytest.mark.parametrize(("text", "policy"), [
+    ("", {"Name": "unless-stopped", "MaximumRetryCount": 0}),
+    ("no", None),
+    ("always", {"Name": "always", "MaximumRetryCount": 0}),
+    ("on-failure", {"Name": "on-failure", "MaximumRetryCount": 0}),
+    ("on-failure:3", {"Name": "on-failure", "MaximumRetryCount": 3}),
+])
+def test_restart_becomes_the_servers_restart_policy(tmp_path: Path, text: str, policy: object) -> None:
+    from nbdock.engine import container_options
+    from nbdock.project import Project
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / ".env").write_text(f"RESTART={text}\nRUN_AS=1234:1234\n")
+    project = Project(load_settings(tmp_path, environ={}))
+    options = container_options(project.server_workload("sha256:img", "t"))
+    assert options.get("restart_policy") == policy
+    assert "restart_policy" not in container_options(project.workload("run", "sha256:img", "execute"))
+
+
+@pytest.mark.parametrize("text", ["sometimes", "on-failure:0", "unless-stopped:2", "on-failure:x"])
+def test_a_restart_policy_docker_does_not_know_is_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / ".env").write_text(f"RESTART={text}\n")
+    with pytest.raises(NbdockError, match=r"RESTART in .* is invalid: .* restart policy: no, unless-stopped"):
+        load_settings(tmp_path, environ={})

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
+import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -215,3 +219,52 @@ def _steps(build_output: str) -> list[Step]:
         elif line.strip() == "---> Using cache" and steps:
             steps[-1].cached = True
     return steps
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers_with(served: Served) -> bool:
+    try:
+        return requests.get(f"{served.api}/contents", headers=served.auth, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def server_container(docker_client: Any, project: ProjectCopy) -> Any:
+    (container,) = project_containers(docker_client, project.name)
+    return container
+
+
+def test_a_server_restarted_by_docker_keeps_its_url_and_token(
+    make_project: Callable[..., ProjectCopy], docker_client: Any
+) -> None:
+    served = serve(make_project(HOST_PORT=str(free_port())))
+    container = server_container(docker_client, served.project)
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+    container.restart(timeout=5)  # what an engine restart or a reboot does to it
+    wait_until(lambda: answers_with(served), 60, "the server to answer again after docker restart")
+
+    container.reload()
+    started = container.attrs["State"]["StartedAt"]
+    os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)  # the main process dies, as in a crash
+    container.reload()
+    wait_until(lambda: container.reload() or container.attrs["State"]["StartedAt"] != started, 60,
+               "Docker to start the killed server again")
+    wait_until(lambda: answers_with(served), 60, "the server to answer after its main process was killed")
+    assert served.project.invoke("url").last_line == served.result.last_line
+
+
+def test_restart_no_keeps_a_dead_server_dead(make_project: Callable[..., ProjectCopy], docker_client: Any) -> None:
+    served = serve(make_project(RESTART="no"))
+    container = server_container(docker_client, served.project)
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] in ("no", "")
+    os.kill(container.attrs["State"]["Pid"], signal.SIGKILL)
+    wait_until(lambda: container.reload() or container.status == "exited", 30, "the killed server to stay exited")
+    time.sleep(2)
+    container.reload()
+    assert container.status == "exited" and container.attrs["RestartCount"] == 0

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbdock import cache, console
+from nbdock import cache, console, runtime
 from nbdock.engine import Engine
 from nbdock.errors import NbdockError
 
@@ -161,7 +161,8 @@ def check_base(facts: BaseFacts, base_image: str, wanted_python: tuple[int, int]
     """Raise NbdockError, in one line, when a build on this base cannot work.
 
     The rules come from the Dockerfile: it creates a virtual environment with `python3 -m
-    venv` and a user with useradd (a Debian-like image); runtime.txt asks for a Python version.
+    venv` and a user with useradd (a Debian-like image). A Python other than the one runtime.txt
+    asks for is a warning: the user chose that base.
     """
     if facts.missing:
         reasons = [_FIXES.get(tool, f"it has no {tool}") for tool in facts.missing]
@@ -171,10 +172,4 @@ def check_base(facts: BaseFacts, base_image: str, wanted_python: tuple[int, int]
             "built with `invoke base`)"
         )
     if wanted_python and facts.python and wanted_python != facts.python:
-        wanted = ".".join(map(str, wanted_python))
-        have = ".".join(map(str, facts.python))
-        raise NbdockError(
-            f"{runtime_file} asks for Python {wanted}, but BASE_IMAGE {base_image} has Python "
-            f"{have}; set BASE_IMAGE to an image with Python {wanted} (python:{wanted}-slim) "
-            f"or change {runtime_file}"
-        )
+        console.warn(runtime.mismatch_warning(wanted_python, facts.python, base_image, runtime_file))

@@ -234,6 +234,12 @@ def _device_requests(gpus: str) -> list[Any]:
     return [DeviceRequest(count=count, capabilities=[["gpu"]])]
 
 
+def restart_policy(policy: str) -> dict[str, Any]:
+    """The Docker API's RestartPolicy for `policy` as RESTART spells it (`on-failure:3`)."""
+    name, _, retries = policy.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(retries or 0)}
+
+
 def container_options(workload: Workload) -> dict[str, Any]:
     """The Docker SDK's `containers.create` keyword arguments for `workload`.
 
@@ -276,6 +282,8 @@ def container_options(workload: Workload) -> dict[str, Any]:
         options["healthcheck"] = {"test": ["NONE"]}
     if workload.working_dir:
         options["working_dir"] = workload.working_dir
+    if workload.restart != "no":
+        options["restart_policy"] = restart_policy(workload.restart)
     if resources.shm_size:
         options["shm_size"] = resources.shm_size
     if resources.memory:
@@ -629,6 +637,23 @@ class Engine:
             member = archive.next()
             extracted = archive.extractfile(member) if member is not None else None
             return extracted.read() if extracted is not None else None
+
+    def read_folder(self, container: str, path: str) -> dict[str, bytes]:
+        """The regular files under the folder `path` in a container, by their path in the
+        archive (`folder/name`); empty when there is no such folder."""
+        try:
+            with _classified(f"reading {path} in {container}"):
+                stream, _ = self.client.api.get_archive(container, path)
+                data = b"".join(stream)
+        except (NotFound, EngineAPIError):
+            return {}
+        files = {}
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            for member in archive.getmembers():
+                extracted = archive.extractfile(member) if member.isfile() else None
+                if extracted is not None:
+                    files[member.name] = extracted.read()
+        return files
 
     def probe(self, image: str, command: list[str], user: str = "0:0") -> tuple[int, str]:
         """Run `command` in a throwaway container of `image`: (exit code, output)."""

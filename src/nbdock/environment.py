@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from nbdock import contract
 from nbdock.errors import NbdockError
+from nbdock.runtime import python_version
 
 _OPTION_WITH_VALUE = {
     "-r": "requirement", "--requirement": "requirement",
@@ -28,7 +29,6 @@ _OPTION_WITH_VALUE = {
     "--config-settings": "other", "--global-option": "other", "--use-feature": "other",
 }
 _REMOTE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|git\+|hg\+|svn\+|bzr\+)", re.IGNORECASE)
-_RUNTIME = re.compile(r"^python-(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -241,14 +241,7 @@ def read_environment(project_dir: Path) -> Environment:
     python = None
     runtime = present(contract.RUNTIME)
     if runtime is not None:
-        text = (project_dir / runtime).read_text(encoding="utf-8", errors="replace").strip()
-        matched = _RUNTIME.match(text)
-        if matched is None:
-            raise NbdockError(
-                f"{runtime} says {text!r}; nbdock reads only Python runtimes such as python-3.12 "
-                "(pick the Python version with BASE_IMAGE)"
-            )
-        python = (int(matched.group(1)), int(matched.group(2)))
+        python = python_version(project_dir / runtime, runtime.as_posix())
     install_project = (
         folder == project_dir and is_python_package(project_dir) and not reader.refers_to_project
     )

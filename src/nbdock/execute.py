@@ -29,6 +29,15 @@ from nbdock.workload import Mount, Workload
 RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
     '--to html --log-level=WARN "$2"; fi; exit $status'
 DEFAULT_KERNEL = "python3"
+# Jupyter's tag for a cell whose error is expected (nbclient runs on past it); papermill still
+# exits 1 for it, and marks the executed copy with cells of its own tag.
+EXPECTED_ERROR_TAG = "raises-exception"
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
+# Notebook metadata by which documentation tools let a whole notebook show errors (nbsphinx,
+# MyST-NB): nbclient's allow_errors for that notebook. Papermill has no such option, so such a
+# notebook runs from a copy whose cells nbdock tags (marked, and untagged again afterwards).
+ALLOW_ERRORS_METADATA = (("nbsphinx", "allow_errors"), ("mystnb", "execution_allow_errors"))
+TAGGED_BY_NBDOCK = "nbdock_allows_errors"
 
 Status = Literal["ok", "failed", "timed out", "killed"]
 
@@ -117,7 +126,7 @@ def notebook_in(root: Path, name: str, suffixes: tuple[str, ...] = (".ipynb",)) 
     return path.relative_to(root).as_posix()
 
 
-def failure_in(executed: Path, died: bool = False) -> Failure | None:
+def failure_in(executed: Path, died: bool = False, everything: bool = False) -> Failure | None:
     """The first cell whose output is an error, from an executed notebook file; when the kernel
     `died`, the last cell papermill started (it stops there, and marks nothing else)."""
     try:
@@ -128,7 +137,7 @@ def failure_in(executed: Path, died: bool = False) -> Failure | None:
     for cell in notebook.get("cells", []):
         source = cell.get("source", "")
         source = "".join(source) if isinstance(source, list) else source
-        for output in cell.get("outputs", []):
+        for output in [] if everything or _expects_error(cell) else cell.get("outputs", []):
             if output.get("output_type") == "error":
                 return Failure(
                     source=source,
@@ -142,6 +151,71 @@ def failure_in(executed: Path, died: bool = False) -> Failure | None:
         return Failure(source=started, name="DeadKernelError", value="the kernel died running this cell",
                        traceback="")
     return None
+
+
+def _expects_error(cell: dict[str, object]) -> bool:
+    metadata = cell.get("metadata")
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return isinstance(tags, list) and EXPECTED_ERROR_TAG in tags
+
+
+def expected_errors(executed: Path, everything: bool = False) -> int:
+    """How many cells raised as their `raises-exception` tag says, when those are the only errors
+    in an executed notebook that ran to its end (papermill exits 1 for them); else 0.
+
+    The marker cells papermill adds for those errors are taken out of the executed copy, which
+    is nbdock's own output file: nothing failed.
+    """
+    try:
+        notebook = json.loads(executed.read_text(encoding="utf-8"))
+        cells = [cell for cell in notebook["cells"] if isinstance(cell, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    ran = [cell for cell in cells if cell.get("cell_type") == "code"]
+    raised = [cell for cell in ran if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+    runs = [cell.get("metadata", {}).get("papermill", {}) for cell in ran]
+    ended = all(run.get("start_time") and run.get("status") == "completed" for run in runs)
+    if not raised or not ended or not (everything or all(_expects_error(cell) for cell in raised)):
+        return 0
+    notebook["cells"] = [cell for cell in cells if PAPERMILL_ERROR_TAG not in cell.get("metadata", {}).get("tags", [])]
+    executed.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(raised)
+
+
+def allows_errors(notebook: Path) -> bool:
+    """True when the notebook's metadata lets every cell raise (see ALLOW_ERRORS_METADATA)."""
+    try:
+        metadata = json.loads(notebook.read_text(encoding="utf-8")).get("metadata") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(isinstance(metadata.get(tool), dict) and metadata[tool].get(key) is True
+               for tool, key in ALLOW_ERRORS_METADATA)
+
+
+def write_tagged_copy(notebook: Path, copy: Path) -> None:
+    """Write `notebook` to `copy` with every code cell tagged raises-exception (marked as nbdock's)."""
+    content = json.loads(notebook.read_text(encoding="utf-8"))
+    for cell in content.get("cells", []):
+        metadata = cell.setdefault("metadata", {})
+        if cell.get("cell_type") == "code" and EXPECTED_ERROR_TAG not in metadata.get("tags", []):
+            metadata["tags"] = [*metadata.get("tags", []), EXPECTED_ERROR_TAG]
+            metadata[TAGGED_BY_NBDOCK] = True
+    copy.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def remove_added_tags(executed: Path) -> None:
+    """Take the tags write_tagged_copy added out of the executed copy again."""
+    try:
+        content = json.loads(executed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for cell in content.get("cells", []):
+        metadata = cell.get("metadata", {})
+        if metadata.pop(TAGGED_BY_NBDOCK, False):
+            metadata["tags"] = [tag for tag in metadata.get("tags", []) if tag != EXPECTED_ERROR_TAG]
+            if not metadata["tags"]:
+                del metadata["tags"]
+    executed.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def image_kernels(project: Project, image_id: str) -> set[str]:
@@ -257,10 +331,11 @@ class Execution:
                 os.chown(folder, identity.uid, identity.gid)
         return output
 
-    def workload(self, index: int, notebook: str, kernel: str) -> Workload:
+    def workload(self, index: int, notebook: str, kernel: str, from_output: bool = False) -> Workload:
         project = self.project
         in_container = f"{contract.NOTEBOOKS}/{notebook}"
-        arguments = [in_container, f"{contract.OUTPUTS}/{notebook}", "--cwd", str(Path(in_container).parent),
+        source = f"{contract.OUTPUTS}/{notebook}" if from_output else in_container
+        arguments = [source, f"{contract.OUTPUTS}/{notebook}", "--cwd", str(Path(in_container).parent),
                      "--log-output", "--no-progress-bar", "-k", kernel]
         for name, value in self.parameters:
             arguments += ["-p", name, value]
@@ -273,13 +348,22 @@ class Execution:
             health_check=False,
         )
 
+    def _tagged_copy(self, notebook: str, output: Path) -> None:
+        write_tagged_copy(self.project.settings.notebooks_path / notebook, output)
+        identity = self.project.identity
+        if os.getuid() == 0 and not identity.is_root:  # the run's user overwrites it with the executed copy
+            os.chown(output, identity.uid, identity.gid)
+
     def run_one(self, index: int, notebook: str, output: Path) -> Outcome:
         kernel, note = self.kernels[notebook]
         if kernel is None:
             return Outcome(notebook, "failed", 0.0, output, note=note)
         engine = self.project.engine
         started = time.monotonic()
-        workload = self.workload(index, notebook, kernel)
+        allowed = allows_errors(self.project.settings.notebooks_path / notebook)
+        if allowed:
+            self._tagged_copy(notebook, output)
+        workload = self.workload(index, notebook, kernel, from_output=allowed)
         with self.project.refusals():
             container = engine.create(workload)
             self._track(container.id)
@@ -289,8 +373,10 @@ class Execution:
         log = engine.logs(container.id, tail=40)
         final = engine.container(container.id)
         engine.remove(container.id)
+        if allowed:
+            remove_added_tags(output)
         died = (final is not None and final.oom_killed) or code == 137 or any("Kernel died" in line for line in log)
-        failure = failure_in(output, died=died)
+        failure = failure_in(output, died=died, everything=allowed)
         if code is None:
             return Outcome(notebook, "timed out", seconds, output, failure, log, note)
         if code == 0:
@@ -298,7 +384,15 @@ class Execution:
         if died:
             cause = killed_cause(final, self.project)
             return Outcome(notebook, "killed", seconds, output, failure, log, note, cause)
+        expected = expected_errors(output, everything=allowed) if failure is None else 0
+        if expected:
+            why = "allow_errors" if allowed else EXPECTED_ERROR_TAG
+            return Outcome(notebook, "ok", seconds, output, note=_joined(note, f"{expected} expected error(s) ({why})"))
         return Outcome(notebook, "failed", seconds, output, failure, log, note)
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 def execute(project: Project, notebooks: Sequence[str], parameters: Sequence[str], jobs: int,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nbdock import cache, console, contract, jupyter, k8s, registry, training
+from nbdock import cache, console, contract, jupyter, k8s, localcluster, training
 from nbdock.errors import NbdockError
 from nbdock.project import Project
 from nbdock.settings import Settings
@@ -105,7 +105,7 @@ def server_objects(project: Project) -> list[dict[str, Any]]:
     runs it, the image's own user, the token from a Secret file."""
     settings = project.settings
     workload = Workload(
-        name=k8s.object_name(settings.project_name), image=registry.push(project),
+        name=k8s.object_name(settings.project_name), image=localcluster.image_for(project),
         command=tuple(jupyter.server_command(settings.container_port)),
         environment=jupyter.token_environment(), secrets={jupyter.TOKEN_SECRET: token(settings)},
         ports=(PublishedPort(settings.container_port, None),), resources=settings.resources,
@@ -118,7 +118,7 @@ def training_objects(project: Project, run: training.Training) -> list[dict[str,
     settings = project.settings
     hosts = k8s.worker_hosts(settings.project_name, run.workers, run.port)
     workload = Workload(
-        name=k8s.object_name(settings.project_name, "train"), image=registry.push(project, execute=True),
+        name=k8s.object_name(settings.project_name, "train"), image=localcluster.image_for(project, execute=True),
         command=run.command(hosts, OUTPUT_IN_POD), environment={"NBDOCK_OUTPUT": OUTPUT_IN_POD},
         resources=settings.resources, health_check=False,
     )
@@ -129,12 +129,14 @@ def manifests(
     project: Project, validate: bool = False, run: training.Training | None = None, server: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Write k8s/server.yaml (unless not `server`) and with `run` k8s/train.yaml, for review and
-    commit; the objects by file name. The images are pushed first, since Kubernetes pulls them by
-    digest. With `validate`, every object is checked against the Kubernetes schemas offline too.
-    Raises NbdockError for no REGISTRY, or a problem the checks find (all listed above it)."""
+    commit; the objects by file name. With REGISTRY the images are pushed first, since Kubernetes
+    pulls them by digest; without it they name the local images (see localcluster). With
+    `validate`, every object is checked against the Kubernetes schemas offline too.
+    Raises NbdockError for a problem the checks find (all listed above it)."""
     sets = {"server.yaml": server_objects(project)} if server else {}
     if run is not None:
         sets["train.yaml"] = training_objects(project, run)
+    localcluster.mark_local(project, sets)
     for name, objects in sets.items():
         problems = k8s.validate(objects) if validate else k8s.check(objects)
         if problems:
@@ -175,6 +177,8 @@ class KubernetesServer:
         kubectl = Kubectl(self.settings)
         kubectl.check()
         objects = manifests(self.project)["server.yaml"]
+        if not self.settings.registry:
+            localcluster.load_image(kubectl.context, self.settings.image_name, self.settings.env_file)
         secret = k8s.token_secret(self.settings.project_name, token(self.settings))
         existed = kubectl.run("get", "secret", secret["metadata"]["name"], check=False).returncode == 0
         kubectl.apply([secret])
@@ -251,6 +255,8 @@ def train(project: Project, run: training.Training) -> tuple[list[training.Worke
     objects = manifests(project, run=run, server=False)["train.yaml"]
     kubectl = Kubectl(settings)
     kubectl.check()
+    if not settings.registry:
+        localcluster.load_image(kubectl.context, settings.execute_image_name, settings.env_file)
     chosen = selector(settings, "train")
     job = k8s.object_name(settings.project_name, "train")
     kubectl.delete(chosen, "job,service")  # a previous run's Job cannot be applied over

@@ -19,15 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from nbdock import baseimage, cache, console, contract, dockerfile, jupyter
+from nbdock import baseimage, cache, console, contract, dockerfile, jupyter, killed, serverinfo
 from nbdock.context import ContextPlan, describe_size, plan_context, write_archive, write_dockerignore
 from nbdock.engine import BuildFailed, Container
 from nbdock.environment import Environment, read_environment
 from nbdock.errors import EngineAPIError, NameConflict, NbdockError, PortTaken
 from nbdock.identity import Identity, invoker
+from nbdock.serverinfo import ServerInfo
 from nbdock.settings import Settings
 from nbdock.workload import Mount, PublishedPort, Workload
 
@@ -44,9 +45,12 @@ class Server:
     port: int
     token: str
     reused: bool
+    info: ServerInfo | None = None
 
     @property
     def url(self) -> str:
+        if self.info is not None:
+            return self.info.lab_url(self.host, self.port, self.token)
         return jupyter.lab_url(self.host, self.port, self.token)
 
 
@@ -184,7 +188,10 @@ class Project:
             )
         console.detail([f"failed step: {failure.step}", *failure.tail])
         step = failure.step
-        if any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
+        stopped = killed.killed_step(failure.error, _doing(step, self.environment.post_build))
+        if stopped is not None:
+            culprit = stopped
+        elif any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
             culprit = (f"pip could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
                        f"{settings.env_file} to the proxy's CA bundle (the one your own pip uses)")
         elif "pip install" in step:
@@ -244,10 +251,12 @@ class Project:
         workload = self.workload(
             settings.container_name, image_id, "server",
             command=tuple(jupyter.server_command(settings.container_port, self.identity.is_root)),
-            environment={**self.environment_variables(), **jupyter.token_environment()},
+            environment={**self.environment_variables(), **jupyter.token_environment(),
+                         **serverinfo.runtime_environment()},
             secrets={jupyter.TOKEN_SECRET: token},
             mounts=self.mounts(notebooks_read_only=False),
             ports=(PublishedPort(settings.container_port, settings.host_port or None, settings.host_ip),),
+            restart=settings.restart,
         )
         return replace(workload, labels={**workload.labels, contract.LABEL_STATE: self._wanted(workload)})
 
@@ -260,7 +269,7 @@ class Project:
             "environment": environment,
             "workload": [workload.name, list(workload.command or ()), workload.user, list(workload.groups),
                          sorted(workload.environment.items()), [repr(m) for m in workload.mounts],
-                         [repr(p) for p in workload.ports], repr(workload.resources)],
+                         [repr(p) for p in workload.ports], repr(workload.resources), workload.restart],
             "token": self.settings.jupyter_token,
         }
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
@@ -386,10 +395,10 @@ class Project:
                     f"{container.name} publishes no port for {self.settings.container_port}; "
                     "run `invoke down` and `invoke up` to start it afresh"
                 )
-            outcome = jupyter.wait_until_ready(
-                jupyter.base_url(self.browser_host, port),
+            outcome, info = serverinfo.wait_until_ready(
+                self.engine, container.id, self.browser_host, port,
                 lambda: bool((self.engine.container(container.id) or current).running),
-                self.settings.ready_timeout,
+                self.settings.ready_timeout, self.settings.container_port, self.settings.env_file,
             )
             if outcome != "ready":
                 console.detail(self.engine.logs(container.id, tail=30))
@@ -397,7 +406,7 @@ class Project:
         except BaseException:
             self.engine.remove(container.id)
             raise
-        return Server(container.name, self.browser_host, port, self._token(current), reused)
+        return Server(container.name, self.browser_host, port, self._token(current), reused, info)
 
     def _start_failure(self, exited: Container | None, died: bool) -> NbdockError:
         settings = self.settings
@@ -468,7 +477,8 @@ class Project:
         for container in self.containers("server"):
             port = container.ports.get(self.settings.container_port)
             if container.running and port is not None:
-                return Server(container.name, self.browser_host, port, self._token(container), reused=True)
+                return Server(container.name, self.browser_host, port, self._token(container), reused=True,
+                              info=serverinfo.read(self.engine, container.id))
         raise NbdockError(
             f"no notebook server of project {self.settings.project_name} is running; "
             "start one with `invoke up`"
@@ -487,7 +497,8 @@ class Project:
             role = container.labels.get(contract.LABEL_ROLE, "")
             url = None
             if role == "server" and container.running and port is not None:
-                url = jupyter.lab_url(self.browser_host, port, self._token(container))
+                url = Server(container.name, self.browser_host, port, self._token(container), True,
+                             serverinfo.read(self.engine, container.id)).url
             rows.append(ContainerStatus(container.name, role, container.state, container.health, image, url))
         return rows
 
@@ -509,6 +520,17 @@ class Project:
         """(the address a browser uses, the server container's own address, or None)."""
         running = [c for c in self.containers("server") if c.running]
         return self.browser_host, running[0].address if running else None
+
+
+def _doing(step: str, post_build: PurePosixPath | None) -> str:
+    """What a build step does, in words, for a message about it."""
+    if "pip install" in step:
+        return "installing packages with pip"
+    if "apt-get" in step:
+        return "installing system packages with apt"
+    if contract.POST_BUILD in step:
+        return f"running {post_build}"
+    return f"running `{step}`"
 
 
 def _show_build_line(line: str) -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from nbdock import contract
+from nbdock import contract, runtime
+from nbdock.environment import environment_folder
 from nbdock.errors import NbdockError
 from nbdock.workload import Resources, parse_size
 
@@ -88,6 +89,7 @@ class Settings:
     train_port: int
     train_timeout: float
     train_backend: str
+    restart: str
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -287,13 +289,15 @@ def _one_of(*choices: str) -> Parser:
     return parse
 
 
+# Docker's restart policies for the server's container.
+_RESTART = re.compile(r"^(?:no|always|unless-stopped|on-failure(?::[1-9]\d*)?)$")
+
 # KEY -> (Settings field, parser, default). A default of None is derived from other settings.
 _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "PROJECT_NAME": ("project_name", _matching(_PROJECT_NAME, "project name (a-z, 0-9, _ . -)"), None),
     "IMAGE_NAME": ("image_name", _matching(IMAGE_REFERENCE, "image name such as my-notebooks:latest"), None),
     "CONTAINER_NAME": ("container_name", _matching(_CONTAINER_NAME, "container name"), None),
-    "BASE_IMAGE": ("base_image", _matching(IMAGE_REFERENCE, "image name such as python:3.12-slim"),
-                   DEFAULT_BASE_IMAGE),
+    "BASE_IMAGE": ("base_image", _matching(IMAGE_REFERENCE, "image name such as python:3.12-slim"), None),
     "NOTEBOOKS_DIR": ("notebooks_dir", _relative_folder, "notebooks"),
     "HOST_IP": ("host_ip", _ip, "127.0.0.1"),
     "HOST_PORT": ("host_port", _whole(0, 65535), "8888"),
@@ -321,6 +325,8 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "TRAIN_PORT": ("train_port", _whole(1, 65535), "2222"),
     "TRAIN_TIMEOUT": ("train_timeout", _positive("seconds"), "1800"),
     "TRAIN_BACKEND": ("train_backend", _one_of("local", "swarm", "k8s"), "local"),
+    "RESTART": ("restart", _matching(_RESTART, "restart policy: no, unless-stopped, always or on-failure[:N]"),
+                "unless-stopped"),
 }
 
 KNOWN_KEYS = tuple(_FIELDS)
@@ -450,6 +456,8 @@ def load_settings(
                 f"{key} in {where} is invalid: {reason}; fix it (see .env.example for every setting)"
             ) from None
 
+    if not raw.get("BASE_IMAGE", ("", ""))[0].strip():
+        values_by_field["base_image"] = runtime_base(project_dir)
     project_name = str(values_by_field.get("project_name") or default_project_name(project_dir))
     values_by_field["project_name"] = project_name
     values_by_field.setdefault("image_name", f"nbdock-{project_name}:latest")
@@ -462,6 +470,18 @@ def load_settings(
     settings = Settings(project_dir=project_dir, warnings=tuple(warnings), **values_by_field)  # type: ignore[arg-type]
     _check_folders(settings, raw)
     return settings
+
+
+def runtime_base(project_dir: Path) -> str:
+    """The base image when BASE_IMAGE is not set: the Python the project's runtime.txt names
+    (`python-3.10`: python:3.10-slim), else DEFAULT_BASE_IMAGE. Raises NbdockError for a
+    runtime.txt nbdock cannot build."""
+    folder = environment_folder(project_dir)
+    path = folder / contract.RUNTIME
+    if not path.is_file():
+        return DEFAULT_BASE_IMAGE
+    shown = path.relative_to(project_dir).as_posix()
+    return runtime.base_for(runtime.python_version(path, shown), DEFAULT_BASE_IMAGE)
 
 
 def _check_folders(settings: Settings, raw: Mapping[str, tuple[str, str]]) -> None:

@@ -330,7 +330,7 @@ def swarm_logs(c: Context, follow: bool = False) -> None:
 def k8s_manifests(c: Context, validate: bool = False, train_script: str | None = None,
                   train_notebook: str | None = None, workers: str | None = None,
                   parameter: list[str] | None = None) -> None:
-    """Push the image and write k8s/ (server, and training with --train-*) for review."""
+    """Write k8s/ (server, and training with --train-*) for review; with REGISTRY, push the image first."""
     from nbdock import kubectl, training
 
     project = _project("k8s.manifests", workers=workers)

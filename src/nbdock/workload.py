@@ -93,6 +93,8 @@ class Workload:
     init: bool = True
     health_check: bool = True
     working_dir: str | None = None
+    # Docker's restart policy (`unless-stopped`, `on-failure:3`...); `no` for runs that end.
+    restart: str = "no"
     resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
+# The example project the README starts: a user's project of its own, with notebooks and requirements.
+EXAMPLE = REPO / "examples" / "hello"
 # A uid and gid that are neither root nor the image's own user (1000): the common case.
 PROJECT_OWNER = (1234, 1234)
 BASE_IMAGE = "nbdock-test-base:latest"
@@ -105,7 +107,7 @@ class ProjectCopy:
 
 
 def new_project(
-    root: Path, base_image: str, settings: Mapping[str, str], notebooks: Path = REPO / "notebooks",
+    root: Path, base_image: str, settings: Mapping[str, str], notebooks: Path = EXAMPLE / "notebooks",
     name: str | None = None,
 ) -> ProjectCopy:
     """A copy of the example project in a new folder under `root`, owned (under root) by PROJECT_OWNER."""
@@ -113,7 +115,7 @@ def new_project(
     path = root / name
     path.mkdir(parents=True)
     shutil.copytree(notebooks, path / "notebooks")
-    shutil.copy(REPO / "requirements.txt", path)
+    shutil.copy(EXAMPLE / "requirements.txt", path)
     shutil.copy(REPO / "src" / "nbdock" / "defaults" / "tasks.py", path)
     project = ProjectCopy(path, name)
     project.write_env(**{"PROJECT_NAME": name, "BASE_IMAGE": base_image, "HOST_PORT": "0", **settings})

@@ -1,0 +1,1 @@
+../../src/nbdock/defaults/tasks.py
