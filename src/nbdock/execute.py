@@ -19,28 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from nbdock import cache, console, contract
+from nbdock import cache, contract
 from nbdock.engine import Container
 from nbdock.errors import NbdockError
+from nbdock.notebooks import (
+    DEFAULT_KERNEL,
+    Failure,
+    failing_cell_lines,
+    failure_in,
+    find_notebooks,
+    papermill_args,
+    parse_parameters,
+)
 from nbdock.project import Project
 from nbdock.workload import Mount, Workload
 
 # papermill, then (with --html) nbconvert even when papermill failed; the exit code is papermill's.
 RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
     '--to html --log-level=WARN "$2"; fi; exit $status'
-DEFAULT_KERNEL = "python3"
 
 Status = Literal["ok", "failed", "timed out", "killed"]
-
-
-@dataclass(frozen=True)
-class Failure:
-    """The cell that raised (or during which the kernel died), as the executed notebook records it."""
-
-    source: str
-    name: str
-    value: str
-    traceback: str
 
 
 @dataclass(frozen=True)
@@ -53,95 +51,6 @@ class Outcome:
     log: list[str] = field(default_factory=list)
     note: str = ""
     cause: str = ""
-
-
-def parse_parameters(pairs: Sequence[str]) -> list[tuple[str, str]]:
-    """`name=value` pairs; papermill types the values (3 is an int, 0.5 a float, True a bool).
-
-    Raises NbdockError for a pair that is not name=value with a Python name.
-    """
-    parsed = []
-    for pair in pairs:
-        name, separator, value = pair.partition("=")
-        if not separator or not name.strip().isidentifier():
-            raise NbdockError(
-                f"the parameter {pair!r} is not name=value with a Python name; "
-                "write it like -p samples=5"
-            )
-        parsed.append((name.strip(), value))
-    return parsed
-
-
-def find_notebooks(project: Project, chosen: Sequence[str]) -> list[str]:
-    """Paths relative to NOTEBOOKS_DIR: the chosen ones, or every notebook in a stable order.
-
-    Raises NbdockError for a notebook that does not exist or lies outside NOTEBOOKS_DIR, and
-    when OUTPUT_DIR would overwrite the notebooks.
-    """
-    settings = project.settings
-    root = settings.require_notebooks()
-    output = settings.output_path
-    if output == root or output in root.parents:
-        raise NbdockError(
-            f"OUTPUT_DIR ({output}) holds the notebooks folder {root}; set OUTPUT_DIR to a folder of its "
-            "own, so that executed copies never overwrite your notebooks"
-        )
-    if not chosen:
-        found = sorted(
-            path.relative_to(root).as_posix()
-            for path in root.rglob("*.ipynb")
-            if ".ipynb_checkpoints" not in path.parts and output not in path.parents
-        )
-        if not found:
-            raise NbdockError(f"there is no notebook (*.ipynb) in {root}; add one or set NOTEBOOKS_DIR")
-        return found
-    return [notebook_in(root, name) for name in chosen]
-
-
-def notebook_in(root: Path, name: str, suffixes: tuple[str, ...] = (".ipynb",)) -> str:
-    """`name` (absolute, or relative to the current folder or to `root`) relative to `root`.
-
-    Raises NbdockError when it does not exist, has another suffix, or lies outside `root`.
-    """
-    kinds = " or ".join(suffixes)
-    candidates = [(root / name).resolve(), Path(name).resolve()]
-    path = next((c for c in candidates if c.is_file()), None)
-    if path is None:
-        raise NbdockError(f"the file {name} does not exist; give a {kinds} path under {root}")
-    if root not in path.parents:
-        raise NbdockError(
-            f"{path} is outside NOTEBOOKS_DIR ({root}); only files in that folder reach the container"
-        )
-    if path.suffix not in suffixes:
-        raise NbdockError(f"{path} is not a {kinds} file; give a {kinds} path under {root}")
-    return path.relative_to(root).as_posix()
-
-
-def failure_in(executed: Path, died: bool = False) -> Failure | None:
-    """The first cell whose output is an error, from an executed notebook file; when the kernel
-    `died`, the last cell papermill started (it stops there, and marks nothing else)."""
-    try:
-        notebook = json.loads(executed.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    started = None
-    for cell in notebook.get("cells", []):
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else source
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                return Failure(
-                    source=source,
-                    name=output.get("ename", ""),
-                    value=output.get("evalue", ""),
-                    traceback=console.plain("\n".join(output.get("traceback", []))),
-                )
-        if cell.get("metadata", {}).get("papermill", {}).get("start_time"):
-            started = source
-    if died and started is not None:
-        return Failure(source=started, name="DeadKernelError", value="the kernel died running this cell",
-                       traceback="")
-    return None
 
 
 def image_kernels(project: Project, image_id: str) -> set[str]:
@@ -259,11 +168,8 @@ class Execution:
 
     def workload(self, index: int, notebook: str, kernel: str) -> Workload:
         project = self.project
-        in_container = f"{contract.NOTEBOOKS}/{notebook}"
-        arguments = [in_container, f"{contract.OUTPUTS}/{notebook}", "--cwd", str(Path(in_container).parent),
-                     "--log-output", "--no-progress-bar", "-k", kernel]
-        for name, value in self.parameters:
-            arguments += ["-p", name, value]
+        arguments = papermill_args(f"{contract.NOTEBOOKS}/{notebook}", f"{contract.OUTPUTS}/{notebook}", kernel,
+                                   self.parameters)
         return project.workload(
             f"{project.settings.container_name}-execute-{self.run_id}-{index}", self.image_id, "execute",
             command=("sh", "-c", RUN_SCRIPT, "papermill", *arguments),
@@ -308,7 +214,7 @@ def execute(project: Project, notebooks: Sequence[str], parameters: Sequence[str
     Raises NbdockError for bad input (a missing notebook, a bad parameter, a kernel the image
     lacks) before anything is built.
     """
-    chosen = find_notebooks(project, notebooks)
+    chosen = find_notebooks(project.settings, notebooks)
     typed = parse_parameters(parameters)
     if jobs < 1:
         raise NbdockError(f"--jobs {jobs} runs nothing; give 1 or more")
@@ -353,10 +259,7 @@ def explain(outcome: Outcome) -> list[str]:
         lines.append(f"  {outcome.note}")
     failure = outcome.failure
     if failure is not None:
-        lines.append("  failing cell:")
-        lines += [f"    {line}" for line in failure.source.splitlines()]
-        lines.append(f"  {failure.name}: {failure.value}")
-        lines += [f"    {line}" for line in failure.traceback.splitlines()]
+        lines += failing_cell_lines(failure, "  ")
     elif outcome.status != "ok" and outcome.log:
         lines.append("  the container's last lines:")
         lines += [f"    {line}" for line in outcome.log]

@@ -23,7 +23,14 @@ from typing import Literal
 from nbdock import cache, console, contract
 from nbdock.engine import LineBuffer
 from nbdock.errors import NbdockError
-from nbdock.execute import DEFAULT_KERNEL, failure_in, notebook_in, parse_parameters
+from nbdock.notebooks import (
+    DEFAULT_KERNEL,
+    failing_cell_lines,
+    failure_in,
+    notebook_in,
+    papermill_args,
+    parse_parameters,
+)
 from nbdock.project import Project
 from nbdock.workload import Mount, Workload
 
@@ -77,10 +84,8 @@ class Training:
         (papermill, its executed copy written to `output`)."""
         in_container = PurePosixPath(contract.NOTEBOOKS) / self.path
         if self.notebook:
-            run = ["papermill", str(in_container), f"{output}/{in_container.name}", "--cwd",
-                   str(in_container.parent), "--log-output", "--no-progress-bar", "-k", DEFAULT_KERNEL]
-            for name, value in self.parameters:
-                run += ["-p", name, value]
+            run = ["papermill", *papermill_args(str(in_container), f"{output}/{in_container.name}", DEFAULT_KERNEL,
+                                                self.parameters)]
         else:
             run = ["python", str(in_container)]
         return ("python", "-c", WAIT_FOR_PEERS, f"{PEER_WAIT:g}", *hosts, "--", *run)
@@ -371,8 +376,7 @@ def _outcome(project: Project, training: Training, backend: _Backend, index: int
         executed = folder / ("" if index == 0 else f"worker-{index}") / PurePosixPath(training.path).name
         failure = failure_in(executed)
         if failure is not None:
-            detail = ["failing cell:", *(f"  {line}" for line in failure.source.splitlines()),
-                      f"{failure.name}: {failure.value}", *failure.traceback.splitlines()]
+            detail = failing_cell_lines(failure)
     return WorkerOutcome(index, host, "failed", seconds, log, detail or log[-25:])
 
 
