@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from nbdock import image
 from nbdock.project import Project
 from nbdock.settings import load_settings
 from tests.helpers.projects import REPO, ProjectCopy, Result, clean_environment, owner
@@ -49,7 +50,7 @@ def tf_project(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker
     project = ProjectCopy(path, name)
     project.write_env(PROJECT_NAME=name, BASE_IMAGE=base_image, HOST_PORT="0", TRAIN_PORT="2222")
     project.chown()
-    Project(load_settings(path)).build(execute=True)
+    image.build(Project(load_settings(path)), execute=True)
     yield project
     tracker = Tracker(docker_client)
     tracker.project(name)

@@ -143,14 +143,14 @@ class BaseFacts:
 
 def probe_base(engine: Engine, image: str, image_id: str) -> BaseFacts:
     """What `image` offers the Dockerfile; probed once per image id, then read from the cache."""
-    known = cache.read("bases", image_id)
-    if known is None:
+
+    def find() -> str:
         _, output = engine.probe(image, ["sh", "-c", _PROBE])
         found = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
         missing = [line.split("=", 1)[1] for line in output.splitlines() if line.startswith("missing=")]
-        known = json.dumps({"python": found.get("python", ""), "missing": missing})
-        cache.write("bases", image_id, known)
-    facts = json.loads(known)
+        return json.dumps({"python": found.get("python", ""), "missing": missing})
+
+    facts = json.loads(cache.remembered("bases", image_id, find))
     version = tuple(int(part) for part in facts["python"].split(".")) if facts["python"] else None
     python = (version[0], version[1]) if version and len(version) == 2 else None
     return BaseFacts(python=python, missing=tuple(facts["missing"]))

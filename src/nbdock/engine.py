@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from nbdock import console, contract
 from nbdock.errors import (
+    BuildFailed,
     EngineAPIError,
     EnginePermissionDenied,
     EngineUnreachable,
@@ -39,25 +40,6 @@ BUILD_TAIL_LINES = 25
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _PORT_TAKEN = ("port is already allocated", "address already in use")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-class BuildFailed(NbdockError):
-    """A build step failed: `step` is the Dockerfile instruction, `tail` its last output lines."""
-
-    def __init__(self, step: str, error: str, tail: list[str]) -> None:
-        super().__init__(f"the build failed at `{step}`: {error}")
-        self.step = step
-        self.error = error
-        self.tail = tail
-
-    @property
-    def base_image_missing(self) -> bool:
-        """True when the failing step is FROM and the engine could not get that image."""
-        return self.step.upper().startswith("FROM ") and any(
-            hint in self.error
-            for hint in ("pull access denied", "not found", "no such host", "manifest unknown",
-                         "repository does not exist", "dial tcp", "connection refused")
-        )
 
 
 @dataclass(frozen=True)
@@ -137,20 +119,21 @@ def _classified(action: str) -> Iterator[None]:
     try:
         yield
     except docker.errors.NotFound as error:
-        raise NotFound(f"{action} failed: {_explanation(error)}") from None
+        explanation = _explanation(error)
+        raise NotFound(f"{action} failed: {explanation}", reason=explanation) from None
     except docker.errors.APIError as error:
         explanation = _explanation(error)
         if any(hint in explanation for hint in _PORT_TAKEN):
-            raise PortTaken(f"{action} failed: {explanation}") from None
+            raise PortTaken(f"{action} failed: {explanation}", reason=explanation) from None
         if "already exists" in explanation or "is already in use" in explanation:
-            raise NameConflict(f"{action} failed: {explanation}") from None
-        raise EngineAPIError(f"{action} failed: {explanation}") from None
+            raise NameConflict(f"{action} failed: {explanation}", reason=explanation) from None
+        raise EngineAPIError(f"{action} failed: {explanation}", reason=explanation) from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
         if "Permission denied" in str(error):
-            raise EnginePermissionDenied(f"{action} failed: permission denied ({error})") from None
+            raise EnginePermissionDenied(f"{action} failed: permission denied ({error})", reason=str(error)) from None
         raise EngineUnreachable(
             f"{action} failed because the Docker engine stopped answering ({error}); "
-            "check that the engine is running (`docker info`)"
+            "check that the engine is running (`docker info`)", reason=str(error),
         ) from None
 
 
@@ -502,7 +485,8 @@ class Engine:
         with _classified(f"pushing {repository}:{tag}"):
             for chunk in self.client.api.push(repository, tag=tag, stream=True, decode=True):
                 if "error" in chunk:
-                    raise EngineAPIError(f"pushing {repository}:{tag} failed: {str(chunk['error']).strip()}")
+                    reason = str(chunk["error"]).strip()
+                    raise EngineAPIError(f"pushing {repository}:{tag} failed: {reason}", reason=reason)
                 digest = str((chunk.get("aux") or {}).get("Digest", digest))
                 if "status" in chunk:
                     layer = chunk.get("id", "")
@@ -512,7 +496,8 @@ class Engine:
                         shown[layer] = chunk["status"]
                         show(line)
         if not digest:
-            raise EngineAPIError(f"pushing {repository}:{tag} failed: the registry returned no digest")
+            reason = "the registry returned no digest"
+            raise EngineAPIError(f"pushing {repository}:{tag} failed: {reason}", reason=reason)
         return digest
 
     def untagged_images(self, labels: Mapping[str, str]) -> list[str]:

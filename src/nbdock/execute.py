@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from nbdock import cache, contract
+from nbdock import contract, image
 from nbdock.engine import Container
 from nbdock.errors import NbdockError
 from nbdock.notebooks import (
@@ -51,21 +51,6 @@ class Outcome:
     log: list[str] = field(default_factory=list)
     note: str = ""
     cause: str = ""
-
-
-def image_kernels(project: Project, image_id: str) -> set[str]:
-    """The Jupyter kernels the image has, probed once per image id."""
-    known = cache.read("kernels", image_id)
-    if known is None:
-        image_user = f"{contract.IMAGE_UID}:{contract.IMAGE_GID}"
-        code, output = project.engine.probe(image_id, ["jupyter", "kernelspec", "list", "--json"], image_user)
-        try:
-            names = sorted(json.loads(output[output.index("{"):])["kernelspecs"]) if code == 0 else []
-        except (ValueError, KeyError):
-            names = []
-        known = " ".join(names or [DEFAULT_KERNEL])
-        cache.write("kernels", image_id, known)
-    return set(known.split())
 
 
 def choose_kernel(notebook: Path, kernels: set[str], chosen: str) -> tuple[str | None, str]:
@@ -220,8 +205,8 @@ def execute(project: Project, notebooks: Sequence[str], parameters: Sequence[str
         raise NbdockError(f"--jobs {jobs} runs nothing; give 1 or more")
     project.identity.require_writable(project.settings.output_path, "OUTPUT_DIR")
     project.mounts(notebooks_read_only=True)
-    image_id = project.build(execute=True)
-    kernels = image_kernels(project, image_id)
+    image_id = image.build(project, execute=True)
+    kernels = image.kernels(project, image_id)
     if kernel and kernel not in kernels:
         raise NbdockError(
             f"the kernel {kernel} is not in the image (it has {', '.join(sorted(kernels))}); "

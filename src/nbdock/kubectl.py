@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nbdock import cache, console, contract, jupyter, k8s, registry, training
+from nbdock import cache, console, contract, image, jupyter, k8s, training
 from nbdock.errors import NbdockError
 from nbdock.project import Project
 from nbdock.settings import Settings
@@ -105,7 +105,7 @@ def server_objects(project: Project) -> list[dict[str, Any]]:
     runs it, the image's own user, the token from a Secret file."""
     settings = project.settings
     workload = Workload(
-        name=k8s.object_name(settings.project_name), image=registry.push(project),
+        name=k8s.object_name(settings.project_name), image=image.push(project),
         command=tuple(jupyter.server_command(settings.container_port)),
         environment=jupyter.token_environment(), secrets={jupyter.TOKEN_SECRET: token(settings)},
         ports=(PublishedPort(settings.container_port, None),), resources=settings.resources,
@@ -118,7 +118,7 @@ def training_objects(project: Project, run: training.Training) -> list[dict[str,
     settings = project.settings
     hosts = k8s.worker_hosts(settings.project_name, run.workers, run.port)
     workload = Workload(
-        name=k8s.object_name(settings.project_name, "train"), image=registry.push(project, execute=True),
+        name=k8s.object_name(settings.project_name, "train"), image=image.push(project, execute=True),
         command=run.command(hosts, OUTPUT_IN_POD), environment={"NBDOCK_OUTPUT": OUTPUT_IN_POD},
         resources=settings.resources, health_check=False,
     )
@@ -247,7 +247,7 @@ def train(project: Project, run: training.Training) -> tuple[list[training.Worke
     the Job completes, fails or runs out of time, collect each worker's log and delete the Job
     and its Service. Raises NbdockError, after the manifests are written, when there is no cluster."""
     settings = project.settings
-    training.require_tensorflow(project, project.build(execute=True))
+    image.require_tensorflow(project, image.build(project, execute=True))
     objects = manifests(project, run=run, server=False)["train.yaml"]
     kubectl = Kubectl(settings)
     kubectl.check()

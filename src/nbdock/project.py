@@ -13,18 +13,15 @@ import errno
 import hashlib
 import json
 import socket
-import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nbdock import baseimage, cache, console, contract, dockerfile, jupyter
-from nbdock.context import ContextPlan, describe_size, plan_context, write_archive, write_dockerignore
-from nbdock.engine import BuildFailed, Container
+from nbdock import cache, console, contract, dockerfile, jupyter
+from nbdock.context import ContextPlan, plan_context
+from nbdock.engine import Container
 from nbdock.environment import Environment, read_environment
 from nbdock.errors import EngineAPIError, NameConflict, NbdockError, PortTaken
 from nbdock.identity import Identity, invoker
@@ -112,90 +109,6 @@ class Project:
         """The base image's id, or "" when the engine does not have it (the build pulls it)."""
         base = self.engine.image(self.settings.base_image)
         return base.id if base else ""
-
-    def check_base(self) -> None:
-        """Refuse, before building, a base image the Dockerfile cannot work with."""
-        if not self.base_image_id:
-            return
-        facts = baseimage.probe_base(self.engine, self.settings.base_image, self.base_image_id)
-        runtime = (self.environment.folder / contract.RUNTIME).as_posix()
-        baseimage.check_base(facts, self.settings.base_image, self.environment.python, runtime)
-
-    def _other_checkout(self, folder: str | None) -> str | None:
-        """`folder` when it is another checkout that still exists; one that is gone is taken over."""
-        if not folder or folder == str(self.settings.project_dir) or not Path(folder).is_dir():
-            return None
-        return folder
-
-    def _check_owner(self, folder: str | None, what: str) -> None:
-        """Refuse to touch `what` when another checkout of a project of the same name, at
-        `folder`, made it."""
-        if self._other_checkout(folder) is None:
-            return
-        raise NameConflict(
-            f"{what} belongs to the checkout at {folder}, which has the same project name "
-            f"{self.settings.project_name}; set PROJECT_NAME in {self.settings.env_file} to "
-            "another name so that both can run"
-        )
-
-    def build(self, no_cache: bool = False, execute: bool = False) -> str:
-        """Write the Dockerfile and .dockerignore, then build the image, each step shown live;
-        its id. With `execute`, build the image for headless and training runs instead.
-
-        When the image was built from exactly these files on this base, the build is skipped.
-        Raises NbdockError when the base, a file or a build step fails, naming which and why.
-        """
-        settings = self.settings
-        plan = self.plan
-        self.check_base()
-        text = dockerfile.render(plan, execute=True) if execute else self.dockerfile_text
-        if not execute:
-            dockerfile.write(settings.project_dir, text)
-            write_dockerignore(plan)
-        tag = settings.execute_image_name if execute else settings.image_name
-        digest = plan.digest(text, self.base_image_id)
-        current = self.engine.image(tag)
-        if current is not None:
-            self._check_owner(cache.read("owners", current.id), f"the image {tag}")
-            if not no_cache and cache.read("builds", current.id) == digest:
-                console.info(f"Image {tag} is up to date.")
-                return current.id
-        hint = describe_size(plan)
-        if hint:
-            console.warn(hint)
-        console.info(f"Building {tag} from {settings.base_image} ({console.size(plan.size)} of files)")
-        with tempfile.TemporaryFile(prefix="nbdock-context-") as archive:
-            write_archive(plan, text, archive)
-            try:
-                image_id = self.engine.build(archive, tag, no_cache, show=_show_build_line)
-            except BuildFailed as failure:
-                raise self._build_error(failure) from None
-        cache.write("builds", image_id, digest)
-        cache.write("owners", image_id, str(settings.project_dir))
-        return image_id
-
-    def _build_error(self, failure: BuildFailed) -> NbdockError:
-        settings = self.settings
-        if failure.base_image_missing:
-            return NbdockError(
-                f"the base image {settings.base_image} is not on this machine and could not "
-                f"be pulled ({failure.error}); build one with `invoke base` and set BASE_IMAGE "
-                f"in {settings.env_file} to the name it prints"
-            )
-        console.detail([f"failed step: {failure.step}", *failure.tail])
-        step = failure.step
-        if any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
-            culprit = (f"pip could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
-                       f"{settings.env_file} to the proxy's CA bundle (the one your own pip uses)")
-        elif "pip install" in step:
-            culprit = "a package that will not install: check the requirements file and the log above"
-        elif "apt-get" in step:
-            culprit = f"a system package that will not install: check {self.environment.apt}"
-        elif contract.POST_BUILD in step:
-            culprit = f"{self.environment.post_build} failed: its output is above"
-        else:
-            culprit = "see the step's output above"
-        return NbdockError(f"the build failed at `{step}` ({failure.error}); {culprit}")
 
     # -- server ----------------------------------------------------------------------------
 
@@ -314,7 +227,7 @@ class Project:
         except PortTaken:
             raise self._port_taken() from None
         except EngineAPIError as error:
-            reason = str(error).split(" failed: ", 1)[-1]
+            reason = error.reason
             if "could not select device driver" in reason:
                 raise NbdockError(
                     f"GPUS={settings.gpus} asks for GPUs, but this Docker engine has no GPU runtime ({reason}); "
@@ -334,7 +247,9 @@ class Project:
         if same_name is not None and same_name.id not in {c.id for c in ours}:
             if same_name.labels.get(contract.LABEL_PROJECT) == settings.project_name:
                 folder = same_name.labels.get(contract.LABEL_FOLDER)
-                self._check_owner(folder, f"the container {settings.container_name}")
+                from nbdock import image
+
+                image.check_owner(self, folder, f"the container {settings.container_name}")
                 return [*ours, same_name]  # its checkout is gone: this one takes its place
             raise NameConflict(
                 f"a container named {settings.container_name} exists but does not belong to "
@@ -427,7 +342,9 @@ class Project:
         self.mounts(notebooks_read_only=False)
         self.check_name()
         self.check_port()
-        self.build(no_cache=no_cache)
+        from nbdock import image
+
+        image.build(self, no_cache=no_cache)
         return self.run()
 
     def stop(self) -> list[str]:
@@ -447,12 +364,14 @@ class Project:
             self.engine.remove(container.id)
             removed.append(container.name)
         if remove_image:
+            from nbdock import image
+
             for tag in (self.settings.image_name, self.settings.execute_image_name):
-                image = self.engine.image(tag)
-                other = self._other_checkout(cache.read("owners", image.id)) if image else None
+                found = self.engine.image(tag)
+                other = image.other_checkout(self, cache.read("owners", found.id)) if found else None
                 if other:
                     console.info(f"Kept the image {tag}: the checkout at {other} built it.")
-                elif image is not None and self.engine.remove_image(tag):
+                elif found is not None and self.engine.remove_image(tag):
                     removed.append(tag)
             earlier = 0
             for image_id in self.engine.untagged_images(self.settings.image_labels):
@@ -510,7 +429,3 @@ class Project:
         running = [c for c in self.containers("server") if c.running]
         return self.browser_host, running[0].address if running else None
 
-
-def _show_build_line(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()

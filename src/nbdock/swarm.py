@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import NoReturn
 
-from nbdock import cache, console, contract, jupyter, registry
+from nbdock import cache, console, contract, image, jupyter
 from nbdock.engine import Service
 from nbdock.errors import NbdockError
 from nbdock.project import Project
@@ -57,8 +57,8 @@ def image_for_swarm(project: Project, node: str, execute: bool = False) -> tuple
     """(image reference, placement constraints): the pushed digest with REGISTRY, else the
     local image pinned to this node, where it exists."""
     if project.settings.registry:
-        return registry.push(project, execute=execute), []
-    image_id = project.build(execute=execute)
+        return image.push(project, execute=execute), []
+    image_id = image.build(project, execute=execute)
     console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
     return image_id, [f"node.id=={node}"]
 

@@ -108,7 +108,9 @@ def dockerfile(c: Context) -> None:
 @nbdock_task(flags=_BUILD_FLAGS)
 def build(c: Context, base_image: str | None = None, no_cache: bool = False) -> None:
     """Build the project's image, each step shown live (skipped when nothing changed)."""
-    _project("build", base_image=base_image).build(no_cache=no_cache)
+    from nbdock import image
+
+    image.build(_project("build", base_image=base_image), no_cache=no_cache)
 
 
 @nbdock_task(flags=_SERVER_FLAGS)
@@ -254,9 +256,9 @@ def execute(
 @nbdock_task()
 def push(c: Context) -> None:
     """Push the image to REGISTRY, progress shown live; print its digest-pinned reference."""
-    from nbdock import registry
+    from nbdock import image
 
-    console.info(registry.push(_project()))
+    console.info(image.push(_project()))
 
 
 @nbdock_task(

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from nbdock import cache, console, contract
+from nbdock import console, contract
+from nbdock import image as images
 from nbdock.engine import LineBuffer
 from nbdock.errors import NbdockError
 from nbdock.notebooks import (
@@ -119,23 +120,6 @@ def prepare(project: Project, script: str | None, notebook: str | None, paramete
         raise NbdockError("-p parameters fill a notebook's `parameters` cell; a script reads its own "
                           "settings (environment variables or arguments in the script)")
     return Training(path, bool(notebook), tuple(typed), workers, port, timeout)
-
-
-def require_tensorflow(project: Project, image_id: str) -> None:
-    """Raise NbdockError, before any worker starts, when TensorFlow does not import in the image."""
-    if cache.read("tensorflow", image_id) == "ok":
-        return
-    code, output = project.engine.probe(
-        image_id, ["python", "-c", "import tensorflow"], f"{contract.IMAGE_UID}:{contract.IMAGE_GID}"
-    )
-    if code != 0:
-        reason = (output.strip().splitlines() or ["it does not import"])[-1]
-        requirements = project.environment.requirements or PurePosixPath(contract.REQUIREMENTS)
-        raise NbdockError(
-            f"TensorFlow does not import in the image ({reason}); add tensorflow-cpu (or tensorflow) "
-            f"to {requirements.as_posix()} and train again"
-        )
-    cache.write("tensorflow", image_id, "ok")
 
 
 def run_folder(project: Project, training: Training) -> Path:
@@ -385,8 +369,9 @@ def train(project: Project, training: Training, backend: str) -> tuple[list[Work
     the workers on `backend` ("local" or "swarm"); (each worker's outcome, the run folder)."""
     from nbdock import swarm
 
-    image = project.build(execute=True)
-    require_tensorflow(project, image)
+    image_id = images.build(project, execute=True)
+    images.require_tensorflow(project, image_id)
+    image = image_id
     runner: _Backend
     if backend == "swarm":
         node = swarm.require_swarm(project, init=False)
