@@ -41,6 +41,11 @@ def info(message: str) -> None:
     _write(sys.stdout, message + "\n")
 
 
+def write(text: str) -> None:
+    """Text as it comes (a log's pieces), on stdout, without a line end added."""
+    _write(sys.stdout, text)
+
+
 def warn(message: str) -> None:
     _write(sys.stderr, f"nbdock: warning: {message}\n")
 
