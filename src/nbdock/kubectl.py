@@ -12,21 +12,15 @@ import functools
 import json
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
-from nbdock import console, contract, image, k8s, training
+from nbdock import console, contract, k8s
 from nbdock.errors import NbdockError
-from nbdock.project import Project
 from nbdock.settings import Settings
-from nbdock.workload import Workload
 
 MANIFESTS = "k8s"
 REQUEST_TIMEOUT = "10s"
-OUTPUT_IN_POD = "/tmp/nbdock-output"
 
 
 class Kubectl:
@@ -170,71 +164,3 @@ def write_manifests(settings: Settings, sets: dict[str, list[dict[str, Any]]], v
     folder = settings.project_dir / MANIFESTS
     for name, objects in sets.items():
         console.info(f"Wrote {k8s.write(objects, folder / name)}")
-
-
-def training_objects(project: Project, run: training.Training) -> list[dict[str, Any]]:
-    """Push the execution image, then the headless Service and Indexed Job that train `run`."""
-    settings = project.settings
-    hosts = k8s.worker_hosts(settings.project_name, run.workers, run.port)
-    workload = Workload(
-        name=k8s.object_name(settings.project_name, "train"), image=image.push(project, execute=True),
-        command=run.command(hosts, OUTPUT_IN_POD), environment={"NBDOCK_OUTPUT": OUTPUT_IN_POD},
-        resources=settings.resources, health_check=False,
-    )
-    return k8s.training_objects(workload, settings.project_name, run.workers, run.port)
-
-
-def train(project: Project, run: training.Training) -> tuple[list[training.WorkerOutcome], Path]:
-    """Write k8s/train.yaml, then (when kubectl answers) apply it, follow the workers' logs until
-    the Job completes, fails or runs out of time, collect each worker's log and delete the Job
-    and its Service. Raises NbdockError, after the manifests are written, when there is no cluster."""
-    settings = project.settings
-    image.require_tensorflow(project, image.build(project, execute=True))
-    objects = training_objects(project, run)
-    write_manifests(settings, {"train.yaml": objects})
-    kubectl = Kubectl(settings)
-    kubectl.check()
-    chosen = selector(settings, "train")
-    job = k8s.object_name(settings.project_name, "train")
-    kubectl.delete(chosen, "job,service")  # a previous run's Job cannot be applied over
-    folder = training.run_folder(project, run)
-    started = time.monotonic()
-    follow = subprocess.Popen([*kubectl.command, "logs", "-f", "-l", chosen, "--prefix",
-                               f"--max-log-requests={run.workers}", "--tail=-1"], text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        kubectl.apply(objects)
-        threading.Thread(target=_show, args=(follow,), daemon=True).start()
-        status: dict[str, Any] = {}
-        while time.monotonic() - started < run.timeout:
-            status = kubectl.json("job", job).get("status", {})
-            if status.get("succeeded", 0) >= run.workers or status.get("failed", 0) > 0:
-                break
-            time.sleep(1)
-        outcomes = _pod_outcomes(kubectl, chosen, run, folder, time.monotonic() - started)
-    finally:
-        follow.terminate()
-        kubectl.delete(chosen, "job,service")
-    return outcomes, folder
-
-
-def _show(follow: subprocess.Popen[str]) -> None:
-    assert follow.stdout is not None
-    for line in follow.stdout:
-        console.info(line.rstrip("\n"))
-
-
-def _pod_outcomes(kubectl: Kubectl, chosen: str, run: training.Training, folder: Path,
-                  seconds: float) -> list[training.WorkerOutcome]:
-    pods = {int(pod["metadata"]["annotations"].get("batch.kubernetes.io/job-completion-index", -1)): pod
-            for pod in kubectl.json("pods", "-l", chosen).get("items", [])}
-    hosts = k8s.worker_hosts(kubectl.settings.project_name, run.workers, run.port)
-    outcomes = []
-    for index in range(run.workers):
-        pod = pods.get(index)
-        log = kubectl.run("logs", pod["metadata"]["name"], check=False).stdout.splitlines() if pod else []
-        (folder / f"worker-{index}.log").write_text("\n".join(log) + "\n", encoding="utf-8")
-        phase = (pod or {}).get("status", {}).get("phase", "Pending")
-        status: training.Status = "ok" if phase == "Succeeded" else "failed" if phase == "Failed" else "timed out"
-        outcomes.append(training.WorkerOutcome(index, hosts[index], status, seconds, log, log[-25:]))
-    return outcomes

@@ -342,18 +342,19 @@ def k8s_manifests(c: Context, validate: bool = False, train_script: str | None =
                   train_notebook: str | None = None, workers: str | None = None,
                   parameter: list[str] | None = None) -> None:
     """Push the image and write k8s/ (server, and training with --train-*) for review."""
-    from nbdock import kubectl, training
+    from nbdock import kubectl
     from nbdock.server.kubernetes import server_objects
+    from nbdock.training import kubernetes, model
 
     project = _project("k8s.manifests", workers=workers)
     settings = project.settings
     run = None
     if train_script or train_notebook:
-        run = training.prepare(project, train_script, train_notebook, parameter or [], settings.train_workers,
-                               settings.train_port, settings.train_timeout)
+        run = model.prepare(project, train_script, train_notebook, parameter or [], settings.train_workers,
+                            settings.train_port, settings.train_timeout)
     sets = {"server.yaml": server_objects(project)}
     if run is not None:
-        sets["train.yaml"] = kubectl.training_objects(project, run)
+        sets["train.yaml"] = kubernetes.training_objects(project, run)
     kubectl.write_manifests(settings, sets, validate=validate)
     if validate:
         console.info("Every object passed nbdock's checks and the Kubernetes schemas.")
@@ -413,22 +414,20 @@ def k8s_url(c: Context) -> None:
 def train(c: Context, workers: str | None = None, script: str | None = None, notebook: str | None = None,
           parameter: list[str] | None = None, backend: str | None = None, timeout: str | None = None) -> None:
     """Train with TensorFlow on N workers of the project's image, each with its TF_CONFIG."""
-    from nbdock import kubectl, training
+    from nbdock.training import model
+    from nbdock.training.run import train as train_on
 
     project = _project("train", workers=workers, backend=backend, timeout=timeout)
     settings = project.settings
-    run = training.prepare(project, script, notebook, parameter or [], settings.train_workers,
-                           settings.train_port, settings.train_timeout)
-    if settings.train_backend == "k8s":
-        outcomes, folder = kubectl.train(project, run)
-    else:
-        outcomes, folder = training.train(project, run, settings.train_backend)
-    for line in training.explain(outcomes, run.timeout):
+    run = model.prepare(project, script, notebook, parameter or [], settings.train_workers,
+                        settings.train_port, settings.train_timeout)
+    outcomes, folder = train_on(project, run, settings.train_backend)
+    for line in model.explain(outcomes, run.timeout):
         console.info(line)
-    for line in training.summary(outcomes):
+    for line in model.summary(outcomes):
         console.info(line)
     console.info(f"Logs and the chief's outputs: {folder}")
-    problem = training.verdict(outcomes, run.timeout)
+    problem = model.verdict(outcomes, run.timeout)
     if problem:
         raise NbdockError(problem)
 
