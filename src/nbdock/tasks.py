@@ -2,13 +2,15 @@
 
 A project's tasks.py only needs `from nbdock.tasks import ns`. Every task goes through one exit
 point (`_user_errors`): an NbdockError becomes `nbdock: <message>` on stderr and exit code 1,
-Ctrl-C becomes `nbdock: interrupted` and exit code 130.
+and so do an OSError and a failed subprocess wherever they come from; Ctrl-C becomes `nbdock:
+interrupted` and exit code 130.
 """
 
 from __future__ import annotations
 
 import functools
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +56,14 @@ def _user_errors(body: F) -> F:
         except BrokenPipeError:
             console.silence_stdout()
             raise Exit(code=141) from None  # 128 + SIGPIPE, as a shell reports it
+        except subprocess.CalledProcessError as error:
+            command = error.cmd if isinstance(error.cmd, str) else " ".join(map(str, error.cmd[:2]))
+            raise Exit(f"nbdock: `{command}` failed with exit code {error.returncode}; its output is above",
+                       code=1) from None
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            raise Exit(f"nbdock: {error.strerror or error}{where}; check that the file or folder exists and "
+                       "that you may use it", code=1) from None
 
     return wrapper  # type: ignore[return-value]
 

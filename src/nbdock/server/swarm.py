@@ -22,6 +22,7 @@ from nbdock import cache, console, contract, jupyter, swarm
 from nbdock.engine import Service
 from nbdock.errors import NbdockError
 from nbdock.project import Project
+from nbdock.wait import wait_until
 from nbdock.workload import Mount, PublishedPort, Workload
 
 TASK_FAILED = {"failed", "rejected", "shutdown", "orphaned", "remove"}
@@ -153,10 +154,11 @@ class SwarmServer:
     def _until_ready(self) -> str:
         """Poll the published port every POLL_INTERVAL; look at the service's tasks (several
         engine calls) only every TASKS_INTERVAL seconds, or until a port is known."""
-        deadline = time.monotonic() + self.settings.ready_timeout
         looked_at = 0.0
         address = url = states = ""
-        while True:
+
+        def answers() -> bool:
+            nonlocal looked_at, address, url, states
             if not address or time.monotonic() - looked_at >= TASKS_INTERVAL:
                 looked_at = time.monotonic()
                 service = self.service()
@@ -170,14 +172,14 @@ class SwarmServer:
                 failed = [task for task in service.tasks if task.state in TASK_FAILED and task.error]
                 if failed:
                     self._did_not_come_up(failed[0].error)
-            if address and jupyter.answers(address):
-                return url
-            if time.monotonic() > deadline:
-                self._did_not_come_up(
-                    f"no answer within {self.settings.ready_timeout:g} s from {address or 'a published port'}; "
-                    f"its tasks: {states}"
-                )
-            time.sleep(jupyter.POLL_INTERVAL if address else jupyter.POLL_INTERVAL * 2)
+            return bool(address) and jupyter.answers(address)
+
+        if not wait_until(answers, self.settings.ready_timeout, jupyter.POLL_INTERVAL):
+            self._did_not_come_up(
+                f"no answer within {self.settings.ready_timeout:g} s from {address or 'a published port'}; "
+                f"its tasks: {states}"
+            )
+        return url
 
     def _did_not_come_up(self, reason: str) -> NoReturn:
         lines = list(self.project.engine.service_logs(self.name))
