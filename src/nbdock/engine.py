@@ -249,16 +249,8 @@ def container_options(workload: Workload) -> dict[str, Any]:
         }
     if workload.network:
         options["network"] = workload.network
-        if workload.aliases:
-            from docker.types import EndpointConfig
-
-            options["networking_config"] = {
-                workload.network: EndpointConfig("1.41", aliases=list(workload.aliases))
-            }
     if not workload.health_check:
         options["healthcheck"] = {"test": ["NONE"]}
-    if workload.working_dir:
-        options["working_dir"] = workload.working_dir
     if resources.shm_size:
         options["shm_size"] = resources.shm_size
     if resources.memory:
@@ -334,11 +326,9 @@ def service_options(
     if workload.command is not None:
         options["args"] = list(workload.command)
     if workload.network:
-        options["networks"] = [NetworkAttachmentConfig(workload.network, aliases=list(workload.aliases))]
+        options["networks"] = [NetworkAttachmentConfig(workload.network)]
     if not workload.health_check:
         options["healthcheck"] = Healthcheck(test=["NONE"])
-    if workload.working_dir:
-        options["workdir"] = workload.working_dir
     if constraints:
         options["constraints"] = constraints
     return options
@@ -595,11 +585,11 @@ class Engine:
             data: bytes = self.client.api.logs(container, tail=tail if tail is not None else "all")
         return data.decode("utf-8", errors="replace").splitlines()
 
-    def follow_logs(self, container: str, since_start: bool = True) -> Iterator[str]:
+    def follow_logs(self, container: str) -> Iterator[str]:
         """The container's log as it is written, until the container stops."""
         with _classified(f"reading the log of {container}"):
             for chunk in self.client.api.logs(container, stream=True, follow=True,
-                                              tail="all" if since_start else 0):
+                                              tail="all"):
                 yield chunk.decode("utf-8", errors="replace")
 
     def read_file(self, container: str, path: str) -> bytes | None:
@@ -642,10 +632,6 @@ class Engine:
                 check_duplicate=True,
             )
 
-    def networks(self, labels: Mapping[str, str]) -> list[str]:
-        with _classified("listing networks"):
-            return sorted(n["Name"] for n in self.client.api.networks(filters=_label_filter(labels)))
-
     def remove_network(self, name: str) -> None:
         """Remove the network `name`; one that is already gone is no error."""
         with contextlib.suppress(NotFound), _classified(f"removing the network {name}"):
@@ -680,10 +666,6 @@ class Engine:
         with _classified("creating a swarm"):
             self.client.api.init_swarm(advertise_addr=address, listen_addr=f"{address}:2377")
         return self.swarm_node() or ""
-
-    def leave_swarm(self) -> None:
-        with _classified("leaving the swarm"):
-            self.client.api.leave_swarm(force=True)
 
     def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str:
         """A new Docker secret holding `value`; its id."""

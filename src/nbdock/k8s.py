@@ -136,8 +136,6 @@ def _container(name: str, workload: Workload, env: list[dict[str, Any]]) -> dict
     container: dict[str, Any] = {"name": name, "image": workload.image}
     if workload.command is not None:
         container["args"] = [_literal(argument) for argument in workload.command]
-    if workload.working_dir:
-        container["workingDir"] = workload.working_dir
     if env:
         container["env"] = env
     return container

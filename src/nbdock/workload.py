@@ -89,10 +89,8 @@ class Workload:
     labels: Mapping[str, str] = field(default_factory=_frozen)
     ports: tuple[PublishedPort, ...] = ()
     network: str | None = None
-    aliases: tuple[str, ...] = ()
     init: bool = True
     health_check: bool = True
-    working_dir: str | None = None
     resources: Resources = field(default_factory=Resources)
 
     def __post_init__(self) -> None:
