@@ -5,12 +5,11 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from nbdock import contract, jupyter
-from nbdock.engine import Engine, Image
+from nbdock.engine import Image
 from nbdock.errors import NameConflict, NbdockError, PortTaken
 from nbdock.project import Project
 from nbdock.server.local import LocalServer
@@ -33,7 +32,7 @@ def make(folder: Path, engine: FakeEngine, **env: str) -> Project:
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
     settings = load_settings(folder, environ={})
     engine.images.setdefault(settings.image_name, Image("sha256:img", dict(settings.labels)))
-    return Project(settings, cast(Engine, engine))
+    return Project(settings, engine)
 
 
 def test_run_starts_a_server_with_a_token_file_on_the_loopback(tmp_path: Path) -> None:

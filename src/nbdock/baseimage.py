@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbdock import cache, console
-from nbdock.engine import Engine
+from nbdock.engine import EngineLike
 from nbdock.errors import NbdockError
 
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -83,7 +83,7 @@ def _bootstrap_command(tool: str, suite: str, mirror: str, target: Path) -> list
     return [tool, "--variant=minbase", f"--include={include}", suite, str(target), mirror]
 
 
-def build_base(engine: Engine, tag: str, suite: str, mirror: str) -> str:
+def build_base(engine: EngineLike, tag: str, suite: str, mirror: str) -> str:
     """Bootstrap `suite` from `mirror` and import it into the engine as `tag`; the image id.
 
     Raises NbdockError when no bootstrapper is installed or the mirror does not serve `suite`.
@@ -141,7 +141,7 @@ class BaseFacts:
     missing: tuple[str, ...]
 
 
-def probe_base(engine: Engine, image: str, image_id: str) -> BaseFacts:
+def probe_base(engine: EngineLike, image: str, image_id: str) -> BaseFacts:
     """What `image` offers the Dockerfile; probed once per image id, then read from the cache."""
 
     def find() -> str:

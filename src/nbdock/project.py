@@ -26,18 +26,18 @@ from nbdock.settings import Settings
 from nbdock.workload import Mount, Workload
 
 if TYPE_CHECKING:
-    from nbdock.engine import Engine
+    from nbdock.engine import EngineLike
 
 
 class Project:
     """The notebooks project in `settings.project_dir`, on the engine that DOCKER_HOST names."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: EngineLike | None = None) -> None:
         self.settings = settings
         self._engine = engine
 
     @cached_property
-    def engine(self) -> Engine:
+    def engine(self) -> EngineLike:
         if self._engine is None:
             from nbdock.engine import Engine
 

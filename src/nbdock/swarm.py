@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from nbdock import console, image
-from nbdock.engine import Engine
+from nbdock.engine import EngineLike
 from nbdock.errors import NbdockError
 from nbdock.project import Project
 from nbdock.wait import wait_until
@@ -41,7 +41,8 @@ def image_for_swarm(project: Project, node: str, execute: bool = False) -> tuple
     return image_id, [f"node.id=={node}"]
 
 
-def wait_gone(engine: Engine, names: Sequence[str], labels: Mapping[str, str], timeout: float = GONE_TIMEOUT) -> None:
+def wait_gone(engine: EngineLike, names: Sequence[str], labels: Mapping[str, str],
+              timeout: float = GONE_TIMEOUT) -> None:
     """Wait until the removed services `names`, and the containers of their tasks that carry
     `labels`, are gone; after `timeout` seconds, go on regardless."""
     wanted = set(names)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from nbdock import cache, console, contract, image, jupyter
-from nbdock.engine import Container, Engine
+from nbdock.engine import Container, EngineLike
 from nbdock.errors import EngineAPIError, NameConflict, NbdockError
 from nbdock.project import Project
 from nbdock.settings import Settings
@@ -56,7 +56,7 @@ class LocalServer:
         self.remove_images = remove_images
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> EngineLike:
         return self.project.engine
 
     @property
