@@ -218,7 +218,9 @@ def split_outputs(lines: Sequence[str]) -> tuple[list[str], bytes | None]:
     if OUTPUTS_BEGIN not in lines:
         return list(lines), None
     begin = len(lines) - 1 - list(reversed(lines)).index(OUTPUTS_BEGIN)
-    end = lines.index(OUTPUTS_END, begin) if OUTPUTS_END in lines[begin:] else len(lines)
+    if OUTPUTS_END not in lines[begin:]:  # stopped while writing them: nothing whole to unpack
+        return list(lines[:begin]), None
+    end = lines.index(OUTPUTS_END, begin)
     try:
         archive = base64.b64decode("".join(lines[begin + 1:end]), validate=True)
     except (binascii.Error, ValueError):
