@@ -34,6 +34,21 @@ _REFUSALS = (
 )
 
 
+def dockerfile_text(project: Project) -> str:
+    """The project's Dockerfile, rendered from its template and build plan."""
+    return dockerfile.render(project.plan)
+
+
+def for_swarm(project: Project, node: str, execute: bool = False) -> tuple[str, list[str]]:
+    """(image reference, placement constraints) for a Swarm service: the pushed digest with
+    REGISTRY, else the local image pinned to the node `node`, where it exists."""
+    if project.settings.registry:
+        return push(project, execute=execute), []
+    image_id = build(project, execute=execute)
+    console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
+    return image_id, [f"node.id=={node}"]
+
+
 def check_base(project: Project) -> None:
     """Refuse, before building, a base image the Dockerfile cannot work with (NbdockError)."""
     if not project.base_image_id:
@@ -72,7 +87,7 @@ def build(project: Project, no_cache: bool = False, execute: bool = False) -> st
     settings = project.settings
     plan = project.plan
     check_base(project)
-    text = dockerfile.render(plan, execute=True) if execute else project.dockerfile_text
+    text = dockerfile.render(plan, execute=execute)
     if not execute:
         dockerfile.write(settings.project_dir, text)
         write_dockerignore(plan)

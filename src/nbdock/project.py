@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from nbdock import console, contract, dockerfile
+from nbdock import console, contract
 from nbdock.context import ContextPlan, plan_context
 from nbdock.engine import Container
 from nbdock.environment import Environment, read_environment
@@ -54,10 +54,6 @@ class Project:
         for warning in plan.warnings:
             console.warn(warning)
         return plan
-
-    @cached_property
-    def dockerfile_text(self) -> str:
-        return dockerfile.render(self.plan)
 
     @cached_property
     def identity(self) -> Identity:

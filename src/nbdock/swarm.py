@@ -1,25 +1,24 @@
-"""Swarm as a place to run, for every workload on it: the manager node, the image its nodes can
-run, and waiting until removed services' containers are gone."""
+"""Swarm as a place to run, for every workload on it: the manager node, and waiting until
+removed services' containers are gone (the image its nodes run is `image.for_swarm`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from nbdock import console, image
+from nbdock import console
 from nbdock.engine import EngineLike
 from nbdock.errors import NbdockError
-from nbdock.project import Project
 from nbdock.wait import wait_until
 
 GONE_TIMEOUT = 60.0  # seconds a removed service's tasks get to let go of ports, volumes and networks
 
 
-def require_swarm(project: Project, init: bool) -> str:
+def require_swarm(engine: EngineLike, init: bool) -> str:
     """This node's id as a Swarm manager; with `init`, make a single-node swarm when there is none.
 
     Raises NbdockError saying how to get a swarm otherwise.
     """
-    node = project.engine.swarm_node()
+    node = engine.swarm_node()
     if node is not None:
         return node
     if not init:
@@ -28,17 +27,7 @@ def require_swarm(project: Project, init: bool) -> str:
             "or pass --init to create a single-node swarm on this machine"
         )
     console.info("Creating a single-node swarm on 127.0.0.1 (`docker swarm leave --force` undoes it).")
-    return project.engine.init_swarm("127.0.0.1")
-
-
-def image_for_swarm(project: Project, node: str, execute: bool = False) -> tuple[str, list[str]]:
-    """(image reference, placement constraints): the pushed digest with REGISTRY, else the
-    local image pinned to this node, where it exists."""
-    if project.settings.registry:
-        return image.push(project, execute=execute), []
-    image_id = image.build(project, execute=execute)
-    console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
-    return image_id, [f"node.id=={node}"]
+    return engine.init_swarm("127.0.0.1")
 
 
 def wait_gone(engine: EngineLike, names: Sequence[str], labels: Mapping[str, str],

@@ -127,11 +127,12 @@ _BUILD_FLAGS = {
 @nbdock_task()
 def dockerfile(c: Context) -> None:
     """Write Dockerfile (and .dockerignore) from Dockerfile.template and the settings."""
+    from nbdock import image
     from nbdock.context import write_dockerignore
     from nbdock.dockerfile import write
 
     project = _project()
-    console.info(f"Wrote {write(project.settings.project_dir, project.dockerfile_text)}")
+    console.info(f"Wrote {write(project.settings.project_dir, image.dockerfile_text(project))}")
     ignore = write_dockerignore(project.plan)
     if ignore is not None:
         console.info(f"Wrote {ignore}")

@@ -80,7 +80,8 @@ class LocalServer:
         """A digest of what the server depends on: a change means a new container. The notebooks
         are mounted, so a rebuild that only copied new notebooks into the image keeps the server;
         a generated token is no part of it, a configured one is."""
-        environment = self.project.plan.environment_digest(self.project.dockerfile_text, self.project.base_image_id)
+        project = self.project
+        environment = project.plan.environment_digest(image.dockerfile_text(project), project.base_image_id)
         described = {
             "environment": environment,
             "workload": [workload.name, list(workload.command or ()), workload.user, list(workload.groups),

@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import NoReturn
 
 from nbdock import cache, console, contract, jupyter, swarm
+from nbdock import image as images
 from nbdock.engine import Service
 from nbdock.errors import NbdockError
 from nbdock.project import Project
@@ -97,13 +98,13 @@ class SwarmServer:
         come up (it is then removed, with its secret, and the volume when this run made it)."""
         self.check_public(self.public)
         self.project.settings.require_notebooks()
-        node = swarm.require_swarm(self.project, self.init)
+        node = swarm.require_swarm(self.project.engine, self.init)
         current = self.service()
         if current is None or not self._published_port(current):
             self.project.check_port("0.0.0.0")
         if self.name != self.settings.container_name:
             console.info(f"Service name: {self.name} (CONTAINER_NAME as a DNS name, which Swarm requires).")
-        image, constraints = swarm.image_for_swarm(self.project, node)
+        image, constraints = images.for_swarm(self.project, node)
         secret = f"{self.name}-token-{hashlib.sha256(self.token.encode()).hexdigest()[:8]}"
         wanted = self.workload(image, secret)
         engine = self.project.engine

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nbdock import console, contract, swarm
+from nbdock import image as images
 from nbdock.project import Project
 from nbdock.training.model import Training, engine_names, worker_workload
 
@@ -27,8 +28,8 @@ class SwarmBackend:
         self.project = project
         self.training = training
         self.engine = project.engine
-        node = swarm.require_swarm(project, init=False)
-        self.image, self.constraints = swarm.image_for_swarm(project, node, execute=True)
+        node = swarm.require_swarm(project.engine, init=False)
+        self.image, self.constraints = images.for_swarm(project, node, execute=True)
         self.labels = {**project.settings.object_labels, contract.LABEL_RUN: training.run_id}
         self.network, self.names = engine_names(project, training)
         self.hosts = [f"{name}:{training.port}" for name in self.names]
