@@ -13,7 +13,7 @@ import pytest
 from nbdock import contract, jupyter
 from nbdock.errors import NbdockError
 from nbdock.project import Project
-from nbdock.server.kubernetes import KubernetesServer
+from nbdock.server.k8s import KubernetesServer
 from nbdock.server.swarm import SwarmServer
 from nbdock.settings import Settings, load_settings
 from tests.fake_engine import FakeEngine

@@ -22,7 +22,7 @@ from nbdock import image
 from nbdock.project import Project
 from nbdock.settings import load_settings
 from nbdock.training import model
-from nbdock.training.kubernetes import KubernetesBackend
+from nbdock.training.k8s import KubernetesBackend
 from nbdock.training.run import run_workers
 from tests.helpers.notebooks import notebook
 from tests.helpers.projects import REPO, ProjectCopy, Result, clean_environment, owner

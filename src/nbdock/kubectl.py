@@ -3,7 +3,7 @@
 `k8s.py` builds the objects; this module writes them to k8s/ for review (checked first),
 checks the cluster answers before anything is applied, applies from stdin with server-side
 apply, deletes by selector, reads pods and logs, and forwards a port on 127.0.0.1. What runs
-there is in server/kubernetes.py and training/kubernetes.py.
+there is in server/k8s.py and training/k8s.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from nbdock import console, contract, k8s
+from nbdock import console, contract, k8s, k8s_checks
 from nbdock.errors import NbdockError
 from nbdock.settings import Settings
 
@@ -151,7 +151,7 @@ def write_manifests(settings: Settings, sets: dict[str, list[dict[str, Any]]], v
     `validate` against the Kubernetes schemas offline too). Raises NbdockError for a problem the
     checks find (all listed above it), before anything is written."""
     for name, objects in sets.items():
-        problems = k8s.validate(objects) if validate else k8s.check(objects)
+        problems = k8s_checks.validate(objects) if validate else k8s_checks.check(objects)
         if problems:
             console.detail(problems)
             raise NbdockError(

@@ -354,8 +354,9 @@ def k8s_manifests(c: Context, validate: bool = False, train_script: str | None =
                   parameter: list[str] | None = None) -> None:
     """Push the image and write k8s/ (server, and training with --train-*) for review."""
     from nbdock import kubectl
-    from nbdock.server.kubernetes import server_objects
-    from nbdock.training import kubernetes, model
+    from nbdock.server.k8s import server_objects
+    from nbdock.training import k8s as k8s_training
+    from nbdock.training import model
 
     project = _project("k8s.manifests", workers=workers)
     settings = project.settings
@@ -365,7 +366,7 @@ def k8s_manifests(c: Context, validate: bool = False, train_script: str | None =
                             settings.train_port, settings.train_timeout)
     sets = {"server.yaml": server_objects(project)}
     if run is not None:
-        sets["train.yaml"] = kubernetes.training_objects(project, run)
+        sets["train.yaml"] = k8s_training.training_objects(project, run)
     kubectl.write_manifests(settings, sets, validate=validate)
     if validate:
         console.info("Every object passed nbdock's checks and the Kubernetes schemas.")
@@ -374,7 +375,7 @@ def k8s_manifests(c: Context, validate: bool = False, train_script: str | None =
 @nbdock_task(name="up")
 def k8s_up(c: Context) -> None:
     """Apply the server to the cluster kubectl points at; print a URL through port-forward."""
-    from nbdock.server.kubernetes import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
     _up(KubernetesServer(_project()))
 
@@ -382,7 +383,7 @@ def k8s_up(c: Context) -> None:
 @nbdock_task(name="down", flags={"volumes": "also delete the notebooks claim (what was saved in it is lost)"})
 def k8s_down(c: Context, volumes: bool = False) -> None:
     """Delete this project's server objects from the cluster; the notebooks claim stays unless --volumes."""
-    from nbdock.server.kubernetes import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
     _down(KubernetesServer(_project(), volumes=volumes))
 
@@ -390,7 +391,7 @@ def k8s_down(c: Context, volumes: bool = False) -> None:
 @nbdock_task(name="status")
 def k8s_status(c: Context) -> None:
     """Show this project's server objects on the cluster."""
-    from nbdock.server.kubernetes import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
     _status(KubernetesServer(_project()))
 
@@ -398,7 +399,7 @@ def k8s_status(c: Context) -> None:
 @nbdock_task(name="logs", flags={"follow": "keep printing new lines until Ctrl-C"})
 def k8s_logs(c: Context, follow: bool = False) -> None:
     """Print the log of this project's server on the cluster."""
-    from nbdock.server.kubernetes import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
     _logs(KubernetesServer(_project()), follow)
 
@@ -406,7 +407,7 @@ def k8s_logs(c: Context, follow: bool = False) -> None:
 @nbdock_task(name="url")
 def k8s_url(c: Context) -> None:
     """Print the server's URL through kubectl port-forward on 127.0.0.1."""
-    from nbdock.server.kubernetes import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
     console.info(KubernetesServer(_project()).url())
 

@@ -1,5 +1,5 @@
 """The notebook server on each backend: `local` (a container), `swarm` (a Swarm service) and
-`kubernetes` (a Deployment reached through `kubectl port-forward`), all behind `Server`."""
+`k8s` (a Deployment reached through `kubectl port-forward`), all behind `Server`."""
 
 from __future__ import annotations
 

@@ -2,5 +2,5 @@
 
 `model` says what a run is (what to train, TF_CONFIG, the run folder, the outcomes, the
 `Backend` interface); `run` follows the workers on any backend; `local`, `swarm` and
-`kubernetes` are the backends, chosen by name in `run.BACKENDS`.
+`k8s` are the backends, chosen by name in `run.BACKENDS`.
 """

@@ -17,7 +17,7 @@ from nbdock.engine import LineBuffer
 from nbdock.errors import NbdockError
 from nbdock.notebooks import failing_cell_lines, failure_in
 from nbdock.project import Project
-from nbdock.training.kubernetes import KubernetesBackend
+from nbdock.training.k8s import KubernetesBackend
 from nbdock.training.local import LocalBackend
 from nbdock.training.model import (
     OUTPUTS_BEGIN,
