@@ -60,3 +60,21 @@ def warn(message: str) -> None:
 def detail(lines: list[str]) -> None:
     """Evidence for an error that follows (a log tail, a failed step's output), on stderr."""
     _write(sys.stderr, "".join(f"  | {plain(line)}\n" for line in lines))
+
+
+class LineBuffer:
+    """Whole lines out of a stream whose pieces split lines anywhere (the engine sends a build
+    step's text and its newline as two pieces)."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, text: str) -> list[str]:
+        """The lines `text` completes, without their line ends; the rest waits for the next piece."""
+        *complete, self._partial = (self._partial + text).split("\n")
+        return [line.rstrip("\r") for line in complete]
+
+    def flush(self) -> list[str]:
+        """The unfinished last line, if any: the stream has ended."""
+        rest, self._partial = self._partial, ""
+        return [rest.rstrip("\r")] if rest else []

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from nbdock import console
 from nbdock import image as images
-from nbdock.engine import LineBuffer
+from nbdock.console import LineBuffer
 from nbdock.errors import NbdockError
 from nbdock.notebooks import failing_cell_lines, failure_in
 from nbdock.project import Project
