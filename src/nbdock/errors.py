@@ -1,6 +1,6 @@
 """The one exception type for problems the user can fix, and the kinds the engine tells apart.
 
-`engine.py` decides which kind an engine error is; the caller that knows the user's words (a
+`engine/connection.py` decides which kind an engine error is; the caller that knows the user's words (a
 setting, a flag, a task) catches the kind it can explain better and words the hint.
 """
 

@@ -1,8 +1,8 @@
-"""One description of a container to run, shared by every engine nbdock hands work to.
+"""One description of a container to run, shared by every backend nbdock hands work to.
 
-The notebook server, each headless run and each training worker is a `Workload`. `engine.py`
-turns one into a container, `swarm.py` into a Swarm service and `k8s.py` into a pod template,
-so a field added here reaches every engine.
+The notebook server, each headless run and each training worker is a `Workload`.
+`engine/containers.py` turns one into a container, `engine/swarm.py` into a Swarm service and
+`k8s.py` into a pod template, so a field added here reaches every backend.
 """
 
 from __future__ import annotations
