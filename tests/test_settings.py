@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from nbdock.errors import NbdockError
-from nbdock.settings import DEFAULT_BASE_IMAGE, KNOWN_KEYS, Flag, default_for, load_settings
+from nbdock.settings import DEFAULT_BASE_IMAGE, KNOWN_KEYS, SETTINGS, Flag, Settings, default_for, load_settings
 from tests.helpers.projects import REPO
 
 
@@ -127,6 +129,20 @@ def test_env_example_documents_every_setting() -> None:
     text = (REPO / ".env.example").read_text()
     documented = {line.split("=")[0] for line in text.splitlines() if line and line[0] != "#"}
     assert documented == set(KNOWN_KEYS)
+
+
+def test_the_readme_settings_table_is_the_declared_settings() -> None:
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 3 and re.fullmatch(r"`[A-Z0-9_]+`", cells[0]):
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    assert rows == {setting.key: (setting.shown_default, setting.meaning) for setting in SETTINGS}
+
+
+def test_each_setting_is_a_field_of_settings() -> None:
+    attributes = {f.name for f in dataclasses.fields(Settings)} - {"project_dir", "warnings"}
+    assert attributes == {setting.attribute for setting in SETTINGS}
 
 
 def test_the_env_example_values_are_the_real_defaults(tmp_path: Path) -> None:

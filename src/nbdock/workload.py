@@ -7,30 +7,12 @@ The notebook server, each headless run and each training worker is a `Workload`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
 from nbdock import contract
-
-_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from a size such as `512m`, `1g`, `1.5GiB` or `1048576` (powers of 1024, as Docker).
-
-    Raises ValueError with the reason when `text` is not such a size.
-    """
-    matched = _SIZE.match(text.strip())
-    if not matched:
-        raise ValueError(f"{text!r} is not a size such as 512m or 2g")
-    size = int(float(matched.group(1)) * _UNITS[matched.group(2).lower()])
-    if size <= 0:
-        raise ValueError("it must be more than 0 bytes")
-    return size
 
 
 def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
