@@ -9,7 +9,6 @@ is removed afterwards, whatever happens.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from nbdock import contract, image
+from nbdock import console, contract, image
 from nbdock.engine import Container
 from nbdock.errors import NbdockError
 from nbdock.notebooks import (
@@ -145,10 +144,7 @@ class Execution:
             if not folder.exists():
                 folder.mkdir()
                 created.append(folder)
-        identity = self.project.identity
-        if os.getuid() == 0 and not identity.is_root:
-            for folder in created:  # folders nbdock just made, handed to the user who writes there
-                os.chown(folder, identity.uid, identity.gid)
+        self.project.identity.hand_over(created)
         return output
 
     def workload(self, index: int, notebook: str, kernel: str) -> Workload:
@@ -228,9 +224,8 @@ def summary(outcomes: Sequence[Outcome], project_dir: Path) -> list[str]:
         if not outcome.output.exists():
             shown = "-"
         rows.append((outcome.notebook, outcome.status, f"{outcome.seconds:.1f}", shown, outcome.note))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)).rstrip()
-            + (f"  {row[4]}" if row[4] else "") for row in rows]
+    table = console.table([row[:4] for row in rows])
+    return [line + (f"  {row[4]}" if row[4] else "") for line, row in zip(table, rows, strict=True)]
 
 
 def explain(outcome: Outcome) -> list[str]:

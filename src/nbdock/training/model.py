@@ -13,7 +13,6 @@ import base64
 import binascii
 import io
 import json
-import os
 import secrets
 import tarfile
 import time
@@ -168,15 +167,8 @@ def run_folder(project: Project, training: Training) -> Path:
     for index in range(1, training.workers):
         (folder / f"worker-{index}").mkdir()
         created.append(folder / f"worker-{index}")
-    _give(created, project.identity)
+    project.identity.hand_over(created)
     return folder
-
-
-def _give(paths: Sequence[Path], identity: Identity) -> None:
-    """Hand what nbdock just made to the user the workers run as (only when nbdock runs as root)."""
-    if os.getuid() == 0 and not identity.is_root:
-        for path in paths:
-            os.chown(path, identity.uid, identity.gid)
 
 
 def worker_output(index: int) -> str:
@@ -253,7 +245,7 @@ def unpack_outputs(archive: bytes, folder: Path, identity: Identity) -> list[Pat
                     written.append(target)
     except (tarfile.TarError, OSError, EOFError) as error:
         console.warn(f"the outputs a worker wrote to its log could not be unpacked into {folder} ({error})")
-    _give(written, identity)
+    identity.hand_over(written)
     return written
 
 
