@@ -1,15 +1,21 @@
-"""A small in-memory engine with `engine.Engine`'s methods, for unit tests of `Project`."""
+"""A small in-memory engine that satisfies `engine.EngineLike`, for unit tests of the servers and
+the training run loop: containers, images, and a swarm whose services' tasks run at once."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import IO
 
 from nbdock import contract
-from nbdock.engine import Container, Image
+from nbdock.engine import Container, Image, Service, Task
 from nbdock.errors import NameConflict, NotFound, PortTaken
 from nbdock.workload import Workload
+
+
+def _matches(found: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(found.get(k) == v for k, v in labels.items())
 
 
 @dataclass
@@ -20,6 +26,13 @@ class FakeEngine:
     taken_ports: set[int] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
     remote_host: str | None = None
+    node: str | None = None  # this engine's Swarm node id: None when it is no manager
+    service_workloads: dict[str, Workload] = field(default_factory=dict)
+    task_states: dict[str, str] = field(default_factory=dict)  # service name -> its task's state
+    secret_values: dict[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
+    volume_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    networks: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # container name -> the code its wait answers
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def image(self, name: str) -> Image | None:
@@ -31,8 +44,31 @@ class FakeEngine:
         self.running[container.id] = container
         return container
 
+    def build(self, context: IO[bytes], tag: str, no_cache: bool = False,
+              show: Callable[[str], None] = print) -> str:
+        self.calls.append(f"build {tag}")
+        image = Image(f"sha256:{tag}", {})
+        self.images[tag] = image
+        return image.id
+
+    def import_image(self, archive: str, repository: str, tag: str, changes: list[str]) -> None:
+        self.images[f"{repository}:{tag}"] = Image(f"sha256:{repository}", {})
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        self.calls.append(f"tag {repository}:{tag}")
+
+    def push(self, repository: str, tag: str, show: Callable[[str], None]) -> str:
+        self.calls.append(f"push {repository}:{tag}")
+        return "sha256:" + "0" * 64
+
+    def untagged_images(self, labels: Mapping[str, str]) -> list[str]:
+        return []
+
+    def remove_image(self, name: str) -> bool:
+        return self.images.pop(name, None) is not None
+
     def containers(self, labels: Mapping[str, str]) -> list[Container]:
-        return [c for c in self.running.values() if all(c.labels.get(k) == v for k, v in labels.items())]
+        return [c for c in self.running.values() if _matches(c.labels, labels)]
 
     def container(self, name: str) -> Container | None:
         return next((c for c in self.running.values() if name in {c.name, c.id}), None)
@@ -80,11 +116,95 @@ class FakeEngine:
         self.calls.append(f"remove {container}")
         self.running.pop(container, None)
 
+    def kill(self, container: str) -> None:
+        self.calls.append(f"kill {container}")
+
+    def wait(self, container: str, timeout: float | None) -> int | None:
+        found = self.running.get(container)
+        return self.exit_codes.get(found.name, 0) if found else 0
+
     def logs(self, container: str, tail: int | None = None) -> list[str]:
         return ["a log line"]
 
     def read_folder(self, container: str, path: str) -> dict[str, bytes]:
         return {}  # a server that writes no runtime file: the root URL is polled
+
+    def follow_logs(self, container: str) -> Iterator[str]:
+        yield "a log line\n"
+
+    def probe(self, image: str, command: list[str], user: str = "0:0") -> tuple[int, str]:
+        return 0, ""
+
+    def create_network(self, name: str, labels: Mapping[str, str], driver: str = "bridge",
+                       internal: bool = False, attachable: bool = False) -> None:
+        self.calls.append(f"create network {name}")
+        self.networks[name] = dict(labels)
+
+    def remove_network(self, name: str) -> None:
+        self.calls.append(f"remove network {name}")
+        self.networks.pop(name, None)
+
+    def volumes(self, labels: Mapping[str, str]) -> list[str]:
+        return sorted(name for name, found in self.volume_labels.items() if _matches(found, labels))
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self.calls.append(f"create volume {name}")
+        self.volume_labels[name] = dict(labels)
+
+    def remove_volume(self, name: str) -> None:
+        self.calls.append(f"remove volume {name}")
+        self.volume_labels.pop(name, None)
+
+    def swarm_node(self) -> str | None:
+        return self.node
+
+    def init_swarm(self, address: str) -> str:
+        self.calls.append(f"init swarm {address}")
+        self.node = "node1"
+        return self.node
+
+    def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str:
+        self.calls.append(f"create secret {name}")
+        self.secret_values[name] = (value, dict(labels))
+        return f"secret-{name}"
+
+    def secrets(self, labels: Mapping[str, str]) -> dict[str, str]:
+        return {name: f"secret-{name}" for name, (_, found) in self.secret_values.items() if _matches(found, labels)}
+
+    def remove_secret(self, name: str) -> None:
+        self.calls.append(f"remove secret {name}")
+        self.secret_values.pop(name, None)
+
+    def create_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+                       constraints: list[str]) -> str:
+        self.calls.append(f"create service {workload.name}")
+        if workload.name in self.service_workloads:
+            raise NameConflict(f"the service {workload.name} exists")
+        self.service_workloads[workload.name] = workload
+        self.task_states.setdefault(workload.name, "running")
+        return f"service-{workload.name}"
+
+    def _service_record(self, name: str) -> Service:
+        workload = self.service_workloads[name]
+        ports = {p.container_port: p.host_port or 30000 + index for index, p in enumerate(workload.ports)}
+        state = self.task_states.get(name, "running")
+        task = Task(state=state, error="it broke" if state == "failed" else "", container_id=None, ports=ports,
+                    exit_code=1 if state == "failed" else 0)
+        return Service(name=name, id=f"service-{name}", labels=dict(workload.labels), tasks=(task,))
+
+    def services(self, labels: Mapping[str, str]) -> list[Service]:
+        return [self._service_record(name) for name, workload in self.service_workloads.items()
+                if _matches(workload.labels, labels)]
+
+    def service(self, name: str) -> Service | None:
+        return self._service_record(name) if name in self.service_workloads else None
+
+    def remove_service(self, name: str) -> None:
+        self.calls.append(f"remove service {name}")
+        self.service_workloads.pop(name, None)
+
+    def service_logs(self, name: str, follow: bool = False) -> Iterator[str]:
+        yield f"{name} says hello\n"
 
     def read_file(self, container: str, path: str) -> bytes | None:
         workload = self.workloads.get(container)

@@ -14,9 +14,9 @@ from nbdock.settings import KNOWN_KEYS
 from nbdock.tasks import SETTING_FLAGS, ns
 from tests.helpers.projects import REPO, clean_environment, invoke, nbdock
 
-TASKS = ["base", "build", "dockerfile", "down", "execute", "init", "ip", "k8s.down", "k8s.manifests", "k8s.status",
-         "k8s.up", "k8s.url", "logs", "push", "run", "status", "stop", "swarm.down", "swarm.logs", "swarm.status",
-         "swarm.up", "swarm.url", "train", "up", "url"]
+TASKS = ["base", "build", "dockerfile", "down", "execute", "init", "ip", "k8s.down", "k8s.logs", "k8s.manifests",
+         "k8s.status", "k8s.up", "k8s.url", "logs", "push", "run", "status", "stop", "swarm.down", "swarm.logs",
+         "swarm.status", "swarm.up", "swarm.url", "train", "up", "url"]
 # A value each setting refuses.
 INVALID = {
     "HOST_PORT": "abc", "HOST_IP": "nowhere", "BASE_IMAGE": "Not An Image", "EXECUTE_TIMEOUT": "abc",

@@ -18,7 +18,7 @@ WORKLOAD = Workload(
     mounts=(Mount("/home/me/exp:baseline, v2/notebooks", "/home/nbdock/notebooks"),
             Mount("volume-name", "/data", read_only=True, kind="volume")),
     labels={"io.nbdock.project": "demo"}, ports=(PublishedPort(8888, None, "127.0.0.1"),),
-    network="net", aliases=("w-0.svc",), health_check=False, working_dir="/home/nbdock",
+    network="net", health_check=False,
     resources=Resources(cpus=1.5, memory=2**30, shm_size=2**30, gpus="2"),
 )
 
@@ -49,7 +49,7 @@ def test_the_sdk_accepts_the_service_arguments() -> None:
         "nbdock-demo-token-1", "jupyter_token", "1234", 0o400)
     assert created["endpoint_spec"]["Mode"] == "dnsrr"
     assert created["endpoint_spec"]["Ports"][0]["PublishMode"] == "host"
-    assert task["Networks"][0]["Aliases"] == ["w-0.svc"]
+    assert task["Networks"][0]["Target"] == "net"
     assert {"Target": "/dev/shm", "Type": "tmpfs"}.items() <= task["ContainerSpec"]["Mounts"][-1].items()
     assert "secret" not in str({k: v for k, v in created.items()}).replace("Secret", "")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nbdock import contract, engine, jupyter, k8s
+from nbdock import contract, engine, jupyter, k8s, k8s_checks
 from nbdock.errors import NbdockError
 from nbdock.workload import Mount, PublishedPort, Resources, Workload
 
@@ -77,26 +77,26 @@ def pod_spec(objects: Objects, kind: str) -> dict[str, Any]:
 
 def test_server_objects_pass_the_strict_schemas_and_the_checks() -> None:
     assert [obj["kind"] for obj in server()] == ["PersistentVolumeClaim", "Service", "Deployment"]
-    assert k8s.validate(server()) == []
+    assert k8s_checks.validate(server()) == []
 
 
 def test_training_objects_pass_the_strict_schemas_and_the_checks() -> None:
     assert [obj["kind"] for obj in training()] == ["Service", "Job"]
-    assert k8s.validate(training()) == []
-    assert k8s.validate(training(workers=1)) == []
+    assert k8s_checks.validate(training()) == []
+    assert k8s_checks.validate(training(workers=1)) == []
 
 
 def test_the_token_secret_passes_the_schemas() -> None:
-    assert k8s.validate([k8s.token_secret(PROJECT, TOKEN)]) == []
+    assert k8s_checks.validate([k8s.token_secret(PROJECT, TOKEN)]) == []
 
 
 def test_the_default_versions_are_the_oldest_and_newest_bundled() -> None:
-    versions = k8s.bundled_versions()
+    versions = k8s_checks.bundled_versions()
     assert len(versions) >= 2
     assert versions == sorted(versions, key=lambda v: tuple(map(int, v.split("."))))
     broken = copy.deepcopy(server())
     broken[2]["spec"]["replica"] = 1
-    problems = k8s.validate(broken)
+    problems = k8s_checks.validate(broken)
     name = k8s.object_name(PROJECT)
     assert [problem.split(":")[0] for problem in problems] == [
         f"Deployment/{name} for Kubernetes {versions[0]}",
@@ -107,14 +107,14 @@ def test_the_default_versions_are_the_oldest_and_newest_bundled() -> None:
 
 def test_a_version_without_schemas_is_an_error() -> None:
     with pytest.raises(NbdockError, match=r"no schemas for Kubernetes 1\.2 "):
-        k8s.validate(server(), ["1.2"])
+        k8s_checks.validate(server(), ["1.2"])
 
 
 def test_an_unknown_api_version_is_a_problem() -> None:
     broken = copy.deepcopy(server())
     broken[2]["apiVersion"] = "apps/v1beta1"
     assert f"Deployment/{k8s.object_name(PROJECT)} for Kubernetes 1.30: there is no kind Deployment" in (
-        k8s.validate(broken, ["1.30"])[0]
+        k8s_checks.validate(broken, ["1.30"])[0]
     )
 
 
@@ -252,7 +252,7 @@ def test_dollar_signs_reach_the_container_as_written() -> None:
     (container,) = pod_spec(k8s.server_objects(workload, PROJECT), "Deployment")["containers"]
     assert container["args"] == ["sh", "-c", 'echo "$$HOME" $$$$ $$(HOME)']
     assert container["env"] == [{"name": "PASSWORD", "value": "pa$$$$word$$(HOME)"}]
-    assert k8s.check(k8s.server_objects(workload, PROJECT)) == []
+    assert k8s_checks.check(k8s.server_objects(workload, PROJECT)) == []
 
 
 def test_only_the_token_secret_reaches_the_server() -> None:
@@ -376,8 +376,8 @@ def test_labels_are_valid_and_tell_projects_apart(project: str) -> None:
 
 def test_objects_of_a_long_project_pass() -> None:
     long = "x" * 100
-    assert k8s.check(k8s.server_objects(server_workload(), long)) == []
-    assert k8s.check(k8s.training_objects(training_workload(), long, 8, 2222)) == []
+    assert k8s_checks.check(k8s.server_objects(server_workload(), long)) == []
+    assert k8s_checks.check(k8s.training_objects(training_workload(), long, 8, 2222)) == []
 
 
 # -- nbdock's own checks -------------------------------------------------------------------------
@@ -462,9 +462,9 @@ BROKEN = {
 
 
 def test_the_unbroken_objects_pass_the_checks() -> None:
-    assert k8s.check(server()) == []
-    assert k8s.check(training()) == []
-    assert k8s.check(server() + training() + [k8s.token_secret(PROJECT, TOKEN)]) == []
+    assert k8s_checks.check(server()) == []
+    assert k8s_checks.check(training()) == []
+    assert k8s_checks.check(server() + training() + [k8s.token_secret(PROJECT, TOKEN)]) == []
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
@@ -472,7 +472,7 @@ def test_each_broken_rule_is_reported(case: str) -> None:
     which, breaks, start, phrase = BROKEN[case]
     objects = copy.deepcopy(server() if which == "server" else training())
     breaks(objects)
-    problems = k8s.check(objects)
+    problems = k8s_checks.check(objects)
     matching = [problem for problem in problems if problem.startswith(start)]
     assert matching, problems
     assert phrase in matching[0]
@@ -482,4 +482,4 @@ def test_each_broken_rule_is_reported(case: str) -> None:
 def test_validate_reports_the_checks_too() -> None:
     objects = copy.deepcopy(training())
     objects[1]["spec"]["parallelism"] = 2
-    assert any("differs from parallelism" in problem for problem in k8s.validate(objects))
+    assert any("differs from parallelism" in problem for problem in k8s_checks.validate(objects))

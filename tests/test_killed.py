@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nbdock.engine import BuildFailed
+from nbdock.errors import BuildFailed
+from nbdock.image import _build_error
 from nbdock.killed import exit_code, killed_step
 from nbdock.project import Project
 from nbdock.settings import load_settings
@@ -17,7 +18,7 @@ def build_error(tmp_path: Path, step: str, error: str) -> str:
     (tmp_path / "requirements.txt").write_text("numpy\n")
     (tmp_path / "apt.txt").write_text("graphviz\n")
     project = Project(load_settings(tmp_path, environ={}))
-    return str(project._build_error(BuildFailed(step, error, ["Collecting numpy"])))
+    return str(_build_error(project, BuildFailed(step, error, ["Collecting numpy"])))
 
 
 PIP_STEP = "RUN pip install --no-cache-dir -r requirements.txt"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdock import k8s
+from nbdock import k8s, k8s_checks
 from nbdock.errors import NbdockError
 from nbdock.localcluster import IMAGE_ID_ANNOTATION, load_image, local_cluster, use_local_image
 from nbdock.workload import PublishedPort, Workload
@@ -88,7 +88,7 @@ def test_local_manifests_use_the_local_image_and_pass_the_schemas() -> None:
     pods = [*template["spec"].get("initContainers", []), *template["spec"]["containers"]]
     assert pods and all(c["image"] == IMAGE and c["imagePullPolicy"] == "IfNotPresent" for c in pods)
     assert template["metadata"]["annotations"][IMAGE_ID_ANNOTATION] == "sha256:abc"
-    assert k8s.validate(objects) == []
+    assert k8s_checks.validate(objects) == []
 
 
 def test_local_training_manifests_pass_the_schemas() -> None:
@@ -97,4 +97,4 @@ def test_local_training_manifests_pass_the_schemas() -> None:
     objects = use_local_image(k8s.training_objects(workload, "demo", 2, 2222), "sha256:def")
     (job,) = [o for o in objects if o["kind"] == "Job"]
     assert job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
-    assert k8s.validate(objects) == []
+    assert k8s_checks.validate(objects) == []

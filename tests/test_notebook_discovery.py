@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from nbdock.errors import NbdockError
-from nbdock.execute import (
+from nbdock.execute import choose_kernel, summary
+from nbdock.notebooks import (
     allows_errors,
-    choose_kernel,
     expected_errors,
     failure_in,
     find_notebooks,
     parse_parameters,
     remove_added_tags,
-    summary,
     write_tagged_copy,
 )
 from nbdock.project import Project
@@ -35,25 +34,25 @@ def make(tmp_path: Path, **env: str) -> Project:
 
 def test_every_notebook_in_a_stable_order_without_checkpoints(tmp_path: Path) -> None:
     project = make(tmp_path, OUTPUT_DIR="notebooks/outputs")
-    assert find_notebooks(project, []) == ["a.ipynb", "b.ipynb", "sub/c.ipynb"]
+    assert find_notebooks(project.settings, []) == ["a.ipynb", "b.ipynb", "sub/c.ipynb"]
 
 
 def test_chosen_notebooks_must_exist_inside_the_folder(tmp_path: Path) -> None:
     project = make(tmp_path)
-    assert find_notebooks(project, ["sub/c.ipynb"]) == ["sub/c.ipynb"]
+    assert find_notebooks(project.settings, ["sub/c.ipynb"]) == ["sub/c.ipynb"]
     with pytest.raises(NbdockError, match="does not exist"):
-        find_notebooks(project, ["missing.ipynb"])
+        find_notebooks(project.settings, ["missing.ipynb"])
     with pytest.raises(NbdockError, match=r"notes\.txt is not a \.ipynb file"):
-        find_notebooks(project, ["notes.txt"])
+        find_notebooks(project.settings, ["notes.txt"])
     (tmp_path / "elsewhere.ipynb").write_text("{}")
     with pytest.raises(NbdockError, match="outside NOTEBOOKS_DIR"):
-        find_notebooks(project, [str(tmp_path / "elsewhere.ipynb")])
+        find_notebooks(project.settings, [str(tmp_path / "elsewhere.ipynb")])
 
 
 @pytest.mark.parametrize("output", ["notebooks", "."])
 def test_outputs_may_not_hold_the_notebooks(tmp_path: Path, output: str) -> None:
     with pytest.raises(NbdockError, match="never overwrite your notebooks"):
-        find_notebooks(make(tmp_path, OUTPUT_DIR=output), [])
+        find_notebooks(make(tmp_path, OUTPUT_DIR=output).settings, [])
 
 
 def test_parameters_are_name_value_pairs() -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from nbdock import contract, jupyter
-from nbdock.engine import Engine, Image
+from nbdock.engine import Image
 from nbdock.errors import NameConflict, NbdockError, PortTaken
 from nbdock.project import Project
+from nbdock.server.local import LocalServer
 from nbdock.settings import load_settings
 from tests.fake_engine import FakeEngine
 
@@ -32,12 +32,12 @@ def make(folder: Path, engine: FakeEngine, **env: str) -> Project:
     (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
     settings = load_settings(folder, environ={})
     engine.images.setdefault(settings.image_name, Image("sha256:img", dict(settings.labels)))
-    return Project(settings, cast(Engine, engine))
+    return Project(settings, engine)
 
 
 def test_run_starts_a_server_with_a_token_file_on_the_loopback(tmp_path: Path) -> None:
     engine = FakeEngine()
-    server = make(tmp_path / "demo", engine).run()
+    server = LocalServer(make(tmp_path / "demo", engine)).run()
     (container_id,) = engine.running
     workload = engine.workloads[container_id]
     assert not server.reused and server.port == 8899 and server.token
@@ -52,29 +52,29 @@ def test_run_starts_a_server_with_a_token_file_on_the_loopback(tmp_path: Path) -
 
 def test_a_second_run_keeps_the_running_server(tmp_path: Path) -> None:
     engine = FakeEngine()
-    first = make(tmp_path / "demo", engine).run()
+    first = LocalServer(make(tmp_path / "demo", engine)).run()
     engine.calls.clear()
-    second = make(tmp_path / "demo", engine).run()
+    second = LocalServer(make(tmp_path / "demo", engine)).run()
     assert second.reused and second.token == first.token and second.port == first.port
     assert not [call for call in engine.calls if call.startswith(("create", "remove", "start"))]
 
 
 def test_a_stopped_server_is_started_again(tmp_path: Path) -> None:
     engine = FakeEngine()
-    project = make(tmp_path / "demo", engine)
+    project = LocalServer(make(tmp_path / "demo", engine))
     project.run()
     (container_id,) = engine.running
     project.stop()
     engine.calls.clear()
-    assert make(tmp_path / "demo", engine).run().reused
+    assert LocalServer(make(tmp_path / "demo", engine)).run().reused
     assert engine.calls == [f"start {container_id}"]
 
 
 def test_changed_settings_replace_the_server(tmp_path: Path) -> None:
     engine = FakeEngine()
-    make(tmp_path / "demo", engine).run()
+    LocalServer(make(tmp_path / "demo", engine)).run()
     (old,) = engine.running
-    server = make(tmp_path / "demo", engine, HOST_PORT="8900").run()
+    server = LocalServer(make(tmp_path / "demo", engine, HOST_PORT="8900")).run()
     (new,) = engine.running
     assert new != old and f"remove {old}" in engine.calls and server.port == 8900
 
@@ -82,16 +82,16 @@ def test_changed_settings_replace_the_server(tmp_path: Path) -> None:
 def test_a_taken_port_names_the_setting(tmp_path: Path) -> None:
     engine = FakeEngine(taken_ports={8899})
     with pytest.raises(PortTaken, match=r"port 8899 on 127\.0\.0\.1 is already in use.*HOST_PORT"):
-        make(tmp_path / "demo", engine).run()
+        LocalServer(make(tmp_path / "demo", engine)).run()
     assert engine.running == {}
 
 
 def test_status_and_down_touch_only_this_checkout(tmp_path: Path) -> None:
     engine = FakeEngine()
     decoy = engine.add_container("someone-else", {"purpose": "decoy"})
-    project = make(tmp_path / "demo", engine)
+    project = LocalServer(make(tmp_path / "demo", engine))
     server = project.run()
-    (row,) = project.status()
+    (row,) = project.rows()
     assert (row.role, row.state, row.url) == ("server", "running", server.url)
     assert project.down() == ["nbdock-demo"]
     assert list(engine.running) == [decoy.id]
@@ -99,9 +99,9 @@ def test_status_and_down_touch_only_this_checkout(tmp_path: Path) -> None:
 
 def test_a_container_of_another_checkout_is_never_touched(tmp_path: Path) -> None:
     engine = FakeEngine()
-    first = make(tmp_path / "a" / "demo", engine)
+    first = LocalServer(make(tmp_path / "a" / "demo", engine))
     first.run()
-    second = make(tmp_path / "b" / "demo", engine)
+    second = LocalServer(make(tmp_path / "b" / "demo", engine))
     with pytest.raises(NameConflict, match=f"the checkout at {tmp_path / 'a' / 'demo'}"):
         second.run()
     assert second.down() == [] and second.stop() == []
@@ -110,9 +110,9 @@ def test_a_container_of_another_checkout_is_never_touched(tmp_path: Path) -> Non
 
 def test_a_checkout_that_is_gone_is_taken_over(tmp_path: Path) -> None:
     engine = FakeEngine()
-    make(tmp_path / "a" / "demo", engine).run()
+    LocalServer(make(tmp_path / "a" / "demo", engine)).run()
     shutil.rmtree(tmp_path / "a")
-    server = make(tmp_path / "b" / "demo", engine).run()
+    server = LocalServer(make(tmp_path / "b" / "demo", engine)).run()
     assert not server.reused and len(engine.running) == 1
 
 
@@ -120,12 +120,12 @@ def test_a_foreign_container_with_the_name_is_refused(tmp_path: Path) -> None:
     engine = FakeEngine()
     engine.add_container("nbdock-demo", {})
     with pytest.raises(NameConflict, match=r"does not belong to project demo.*CONTAINER_NAME"):
-        make(tmp_path / "demo", engine).run()
+        LocalServer(make(tmp_path / "demo", engine)).run()
 
 
 def test_without_an_image_run_says_how_to_build(tmp_path: Path) -> None:
     engine = FakeEngine()
-    project = make(tmp_path / "demo", engine)
+    project = LocalServer(make(tmp_path / "demo", engine))
     engine.images.clear()
     with pytest.raises(NbdockError, match="invoke build"):
         project.run()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from nbdock import jupyter, serverinfo
-from nbdock.engine import Engine, Image
+from nbdock.engine import Image
 from nbdock.errors import NbdockError
 from nbdock.project import Project
+from nbdock.server.local import LocalServer
 from nbdock.serverinfo import ServerInfo, parse, problem
 from nbdock.settings import load_settings
 from tests.fake_engine import FakeEngine
@@ -67,12 +67,12 @@ class ConfiguredEngine(FakeEngine):
         return runtime(base_url="/lab-team/") if path == serverinfo.RUNTIME_DIR else {}
 
 
-def project_on(tmp_path: Path, engine: FakeEngine) -> Project:
+def server_on(tmp_path: Path, engine: FakeEngine) -> LocalServer:
     (tmp_path / "notebooks").mkdir(parents=True)
     (tmp_path / ".env").write_text("PROJECT_NAME=demo\nRUN_AS=1234:1234\nHOST_PORT=8899\n")
     settings = load_settings(tmp_path, environ={})
     engine.images[settings.image_name] = Image("sha256:img", dict(settings.labels))
-    return Project(settings, cast(Engine, engine))
+    return LocalServer(Project(settings, engine))
 
 
 def test_up_and_url_print_the_configured_base_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,12 +84,12 @@ def test_up_and_url_print_the_configured_base_url(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(jupyter, "answers", answers)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    project = project_on(tmp_path / "demo", ConfiguredEngine())
-    server = project.run()
+    local = server_on(tmp_path / "demo", ConfiguredEngine())
+    server = local.run()
     assert server.url.startswith("http://127.0.0.1:8899/lab-team/lab?token=")
     assert asked[-1] == "http://127.0.0.1:8899/lab-team"
-    assert project.server().url == server.url
-    assert [row.url for row in project.status()] == [server.url]
+    assert local.server().url == server.url
+    assert [row.url for row in local.rows()] == [server.url]
 
 
 class PasswordOnlyEngine(FakeEngine):
@@ -101,7 +101,7 @@ def test_a_password_only_server_is_refused_at_once_and_removed(tmp_path: Path, m
     monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     engine = PasswordOnlyEngine()
-    project = project_on(tmp_path / "demo", engine)
+    local = server_on(tmp_path / "demo", engine)
     with pytest.raises(NbdockError, match="a password only"):
-        project.run()
+        local.run()
     assert engine.running == {}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from nbdock.errors import NbdockError
-from nbdock.settings import DEFAULT_BASE_IMAGE, KNOWN_KEYS, Flag, default_for, load_settings
+from nbdock.settings import DEFAULT_BASE_IMAGE, KNOWN_KEYS, SETTINGS, Flag, Settings, default_for, load_settings
 from tests.helpers.projects import REPO
 
 
@@ -129,6 +131,20 @@ def test_env_example_documents_every_setting() -> None:
     assert documented == set(KNOWN_KEYS)
 
 
+def test_the_readme_settings_table_is_the_declared_settings() -> None:
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 3 and re.fullmatch(r"`[A-Z0-9_]+`", cells[0]):
+            rows[cells[0].strip("`")] = (cells[1], cells[2])
+    assert rows == {setting.key: (setting.shown_default, setting.meaning) for setting in SETTINGS}
+
+
+def test_each_setting_is_a_field_of_settings() -> None:
+    attributes = {f.name for f in dataclasses.fields(Settings)} - {"project_dir", "warnings"}
+    assert attributes == {setting.attribute for setting in SETTINGS}
+
+
 def test_the_env_example_values_are_the_real_defaults(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text((REPO / ".env.example").read_text())
     settings = load_settings(tmp_path, environ={})
@@ -229,11 +245,12 @@ def test_sizes_and_mounts_are_parsed(tmp_path: Path) -> None:
 def test_restart_becomes_the_servers_restart_policy(tmp_path: Path, text: str, policy: object) -> None:
     from nbdock.engine import container_options
     from nbdock.project import Project
+    from nbdock.server.local import LocalServer
 
     (tmp_path / "notebooks").mkdir()
     (tmp_path / ".env").write_text(f"RESTART={text}\nRUN_AS=1234:1234\n")
     project = Project(load_settings(tmp_path, environ={}))
-    options = container_options(project.server_workload("sha256:img", "t"))
+    options = container_options(LocalServer(project).server_workload("sha256:img", "t"))
     assert options.get("restart_policy") == policy
     assert "restart_policy" not in container_options(project.workload("run", "sha256:img", "execute"))
 

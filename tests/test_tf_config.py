@@ -9,7 +9,7 @@ import pytest
 
 from nbdock import k8s
 from nbdock.contract import dns_label
-from nbdock.training import WAIT_FOR_PEERS, Training, WorkerOutcome, summary, tf_config
+from nbdock.training.model import WAIT_FOR_PEERS, Training, WorkerOutcome, summary, tf_config
 
 LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 

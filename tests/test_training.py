@@ -4,6 +4,7 @@ Job's pods rehearsed on the local engine. One TensorFlow image, built once per s
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -17,10 +18,15 @@ from typing import Any
 import pytest
 import yaml
 
+from nbdock import image
 from nbdock.project import Project
 from nbdock.settings import load_settings
+from nbdock.training import model
+from nbdock.training.k8s import KubernetesBackend
+from nbdock.training.run import run_workers
+from tests.helpers.notebooks import notebook
 from tests.helpers.projects import REPO, ProjectCopy, Result, clean_environment, owner
-from tests.helpers.rehearsal import Rehearsal
+from tests.helpers.rehearsal import Rehearsal, RehearsedKubectl
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
 
@@ -35,6 +41,13 @@ if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
 import tensorflow as tf
 tf.distribute.MultiWorkerMirroredStrategy()  # waits for worker 1, which never comes
 """
+# The chief writes a file of its own and ends well; worker 1 fails in its third cell a little later.
+FAILING_NOTEBOOK = notebook(
+    "import json, os, time\nindex = json.loads(os.environ['TF_CONFIG'])['task']['index']",
+    "if index == 0:\n    with open(os.path.join(os.environ['NBDOCK_OUTPUT'], 'chief.txt'), 'w') as out:\n"
+    "        out.write('from the chief')",
+    "if index == 1:\n    time.sleep(3)\n    raise RuntimeError('worker 1 breaks on purpose')",
+)
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +59,11 @@ def tf_project(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker
     shutil.copy(REPO / "tasks.py", path)  # as `nbdock init` would
     (path / "notebooks" / "fails.py").write_text(FAILING)
     (path / "notebooks" / "sleeps.py").write_text("import time\ntime.sleep(600)\n")
+    (path / "notebooks" / "k8s_fails.ipynb").write_text(FAILING_NOTEBOOK)
     project = ProjectCopy(path, name)
     project.write_env(PROJECT_NAME=name, BASE_IMAGE=base_image, HOST_PORT="0", TRAIN_PORT="2222")
     project.chown()
-    Project(load_settings(path)).build(execute=True)
+    image.build(Project(load_settings(path)), execute=True)
     yield project
     tracker = Tracker(docker_client)
     tracker.project(name)
@@ -191,3 +205,29 @@ def test_the_kubernetes_job_trains_when_its_pods_are_rehearsed(
         assert worker.wait(timeout=300)["StatusCode"] == 0, worker.logs().decode()
     digests = [HASH.search(worker.logs().decode()) for worker in workers]
     assert all(digests) and len({d.group(1) for d in digests if d}) == 1
+
+
+def test_a_kubernetes_run_rehearsed_shows_the_failing_cell_and_brings_the_chiefs_outputs_back(
+    tf_project: ProjectCopy, registry: str, docker_client: Any, tracker: Tracker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(tf_project.path, environ={**os.environ, "NBDOCK_REGISTRY": f"{registry}/nbdock-tests"})
+    project = Project(settings)
+    run = model.prepare(project, None, "k8s_fails.ipynb", [], 2, 2222, 300)
+    network = f"{tracker.labels['io.nbdock.test']}-k8s-run"
+    docker_client.networks.create(network, labels=dict(tracker.labels))
+    kubectl = RehearsedKubectl(Rehearsal(docker_client, tracker.labels, network=network), settings)
+    backend = KubernetesBackend(project, run, image.build(project, execute=True), kubectl=kubectl)
+    folder = model.run_folder(project, run)
+    outcomes = run_workers(project, run, backend, folder)
+    assert [outcome.status for outcome in outcomes] == ["ok", "failed"], outcomes
+    assert outcomes[1].detail[0] == "failing cell:", outcomes[1].detail
+    assert "RuntimeError: worker 1 breaks on purpose" in outcomes[1].detail
+    assert (folder / "chief.txt").read_text() == "from the chief"  # no shared folder: through the log
+    assert json.loads((folder / "k8s_fails.ipynb").read_text())["cells"]
+    assert (folder / "worker-1" / "k8s_fails.ipynb").is_file()
+    assert ((folder / "chief.txt").stat().st_uid, (folder / "chief.txt").stat().st_gid) == owner()
+    logs = [(folder / f"worker-{index}.log").read_text() for index in range(2)]
+    assert all(model.OUTPUTS_BEGIN not in log for log in logs)
+    shown = capsys.readouterr().out
+    assert "[worker 1] " in shown and model.OUTPUTS_BEGIN not in shown  # live, without the archive
+    assert kubectl.pods_by_index == {}  # the Job's pods are deleted at the end

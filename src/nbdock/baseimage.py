@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbdock import cache, console, runtime
-from nbdock.engine import Engine
+from nbdock.engine import EngineLike
 from nbdock.errors import NbdockError
 
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -83,7 +83,7 @@ def _bootstrap_command(tool: str, suite: str, mirror: str, target: Path) -> list
     return [tool, "--variant=minbase", f"--include={include}", suite, str(target), mirror]
 
 
-def build_base(engine: Engine, tag: str, suite: str, mirror: str) -> str:
+def build_base(engine: EngineLike, tag: str, suite: str, mirror: str) -> str:
     """Bootstrap `suite` from `mirror` and import it into the engine as `tag`; the image id.
 
     Raises NbdockError when no bootstrapper is installed or the mirror does not serve `suite`.
@@ -141,16 +141,16 @@ class BaseFacts:
     missing: tuple[str, ...]
 
 
-def probe_base(engine: Engine, image: str, image_id: str) -> BaseFacts:
+def probe_base(engine: EngineLike, image: str, image_id: str) -> BaseFacts:
     """What `image` offers the Dockerfile; probed once per image id, then read from the cache."""
-    known = cache.read("bases", image_id)
-    if known is None:
+
+    def find() -> str:
         _, output = engine.probe(image, ["sh", "-c", _PROBE])
         found = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
         missing = [line.split("=", 1)[1] for line in output.splitlines() if line.startswith("missing=")]
-        known = json.dumps({"python": found.get("python", ""), "missing": missing})
-        cache.write("bases", image_id, known)
-    facts = json.loads(known)
+        return json.dumps({"python": found.get("python", ""), "missing": missing})
+
+    facts = json.loads(cache.remembered("bases", image_id, find))
     version = tuple(int(part) for part in facts["python"].split(".")) if facts["python"] else None
     python = (version[0], version[1]) if version and len(version) == 2 else None
     return BaseFacts(python=python, missing=tuple(facts["missing"]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 KEPT_RECORDS = 200
@@ -55,6 +56,16 @@ def write(kind: str, key: str, value: str, private: bool = False) -> None:
             stale.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def remembered(kind: str, key: str, find: Callable[[], str]) -> str:
+    """The record `key` of `kind`; when there is none, what `find()` answers, remembered. The
+    one way to probe an image once for a fact (its kernels, TensorFlow, a base's Python)."""
+    known = read(kind, key)
+    if known is None:
+        known = find()
+        write(kind, key, known)
+    return known
 
 
 def forget(kind: str, key: str) -> None:

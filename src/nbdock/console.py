@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Sequence
 from typing import TextIO
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -37,8 +38,19 @@ def size(count: int) -> str:
     return f"{count} bytes"
 
 
+def table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell, two spaces between."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))] if rows else []
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 def info(message: str) -> None:
     _write(sys.stdout, message + "\n")
+
+
+def write(text: str) -> None:
+    """Text as it comes (a log's pieces), on stdout, without a line end added."""
+    _write(sys.stdout, text)
 
 
 def warn(message: str) -> None:
@@ -48,3 +60,21 @@ def warn(message: str) -> None:
 def detail(lines: list[str]) -> None:
     """Evidence for an error that follows (a log tail, a failed step's output), on stderr."""
     _write(sys.stderr, "".join(f"  | {plain(line)}\n" for line in lines))
+
+
+class LineBuffer:
+    """Whole lines out of a stream whose pieces split lines anywhere (the engine sends a build
+    step's text and its newline as two pieces)."""
+
+    def __init__(self) -> None:
+        self._partial = ""
+
+    def feed(self, text: str) -> list[str]:
+        """The lines `text` completes, without their line ends; the rest waits for the next piece."""
+        *complete, self._partial = (self._partial + text).split("\n")
+        return [line.rstrip("\r") for line in complete]
+
+    def flush(self) -> list[str]:
+        """The unfinished last line, if any: the stream has ended."""
+        rest, self._partial = self._partial, ""
+        return [rest.rstrip("\r")] if rest else []

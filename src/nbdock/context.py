@@ -38,7 +38,6 @@ NBDOCK_FILES = frozenset({
 })
 USER_PATTERNS_MARKER = "# Your own patterns go below this line; nbdock keeps them."
 LARGE_CONTEXT = 100 * 2**20
-_CHUNK = 2**20
 
 
 @dataclass(frozen=True)

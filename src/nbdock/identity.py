@@ -11,6 +11,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,13 @@ class Identity:
                 f"chown it to that user (`sudo chown -R {self.uid} {checked}`) or set {setting} in .env to "
                 "another folder"
             )
+
+    def hand_over(self, made: Sequence[Path]) -> None:
+        """Give what nbdock just `made` (folders, files) to this user, when nbdock runs as root and
+        the containers do not: they write there. Raises OSError when a path cannot be changed."""
+        if os.getuid() == 0 and not self.is_root:
+            for path in made:
+                os.chown(path, self.uid, self.gid)
 
     def environment(self) -> dict[str, str]:
         """What the image's entrypoint reads to name the user and their groups."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdock import console, registry
+from nbdock import console, image
 from nbdock.errors import NbdockError
 from nbdock.project import Project
 
@@ -95,20 +95,19 @@ def load_image(context: str, image: str, env_file: Path) -> None:
 
 
 def image_for(project: Project, execute: bool = False) -> str:
-    """The image the manifests name: with REGISTRY the pushed digest (see registry.push); without
+    """The image the manifests name: with REGISTRY the pushed digest (see image.push); without
     it the local image's own tag, built if stale."""
     settings = project.settings
     if settings.registry:
-        return registry.push(project, execute=execute)
-    project.build(execute=execute)
+        return image.push(project, execute=execute)
+    image.build(project, execute=execute)
     return settings.execute_image_name if execute else settings.image_name
 
 
-def mark_local(project: Project, sets: dict[str, list[dict[str, Any]]]) -> None:
-    """Without REGISTRY: every pod template of `sets` uses the local image (see use_local_image)."""
-    if project.settings.registry:
-        return
-    for name, objects in sets.items():
-        image = project.engine.image(project.settings.execute_image_name if name == "train.yaml"
-                                     else project.settings.image_name)
-        use_local_image(objects, image.id if image else "")
+def mark_local(project: Project, objects: list[dict[str, Any]], execute: bool = False) -> list[dict[str, Any]]:
+    """`objects`; without REGISTRY with every pod template using the local image (see use_local_image)."""
+    settings = project.settings
+    if settings.registry:
+        return objects
+    local = project.engine.image(settings.execute_image_name if execute else settings.image_name)
+    return use_local_image(objects, local.id if local else "")

@@ -13,38 +13,28 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
-import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
 
 from nbdock import contract, runtime
 from nbdock.environment import environment_folder
 from nbdock.errors import NbdockError
-from nbdock.workload import Resources, parse_size
+from nbdock.settings_declared import (
+    DEFAULT_BASE_IMAGE,
+    DEFAULT_EXECUTE_PACKAGES,
+    DEFAULT_JUPYTER_PACKAGES,
+    IMAGE_REFERENCE,
+    SETTINGS,
+    Parser,
+    Setting,
+)
+from nbdock.workload import Resources
 
 ENV_PREFIX = "NBDOCK_"
 
-DEFAULT_BASE_IMAGE = "python:3.12-slim"
-DEFAULT_JUPYTER_PACKAGES = "jupyterlab==4.6.6"
-DEFAULT_EXECUTE_PACKAGES = "papermill==2.7.0 nbconvert==7.17.2 ipykernel==7.4.0"
-
-_NAME = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"
-IMAGE_REFERENCE = re.compile(
-    rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_NAME}(?:/{_NAME})*(?::[\w][\w.-]{{0,127}})?"
-    r"(?:@sha256:[0-9a-f]{64})?$"
-)
-_REGISTRY = re.compile(rf"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/{_NAME})*$")
-_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-_PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_USER_SPEC = re.compile(r"^[0-9]+:[0-9]+$")
-_K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# What a token may hold: it travels in a URL (percent-encoded) and a file, and is typed or pasted.
-_TOKEN = re.compile(r"^[^\s\x00-\x1f\x7f]*$")
-# Keys that nbdock no longer reads, with what to do instead.
 RETIRED = {
     "EXECUTE": "`invoke execute` now builds what it needs on demand; remove the line",
 }
@@ -169,167 +159,11 @@ class Flag:
     value: object | None
 
 
-Parser = Callable[[str], object]
-
-
-def _text(value: str) -> str:
-    return value.strip()
-
-
-def _whole(low: int, high: int) -> Parser:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a whole number") from None
-        if not low <= number <= high:
-            raise ValueError(f"{number} is outside {low}..{high}")
-        return number
-
-    return parse
-
-
-def _positive(what: str) -> Parser:
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a number of {what}") from None
-        if not number > 0:
-            raise ValueError(f"it must be more than 0 {what.split()[0]}")
-        return number
-
-    return parse
-
-
-def _ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address such as 127.0.0.1") from None
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> Parser:
-    def parse(value: str) -> str:
-        if not pattern.match(value):
-            raise ValueError(f"{value!r} is not a valid {what}")
-        return value
-
-    return parse
-
-
-def _optional(parse: Parser, empty: object = "") -> Parser:
-    """`parse`, with an empty value meaning `empty` (not set)."""
-    return lambda value: parse(value) if value else empty
-
-
-def _packages(value: str) -> str:
-    specs = value.split()
-    if not specs:
-        raise ValueError("it names no package")
-    return " ".join(specs)
-
-
-def _user_spec(value: str) -> str:
-    if value and not _USER_SPEC.match(value):
-        raise ValueError(f"{value!r} is not uid:gid such as 1000:1000")
-    return value
-
-
-def _token(value: str) -> str:
-    if not _TOKEN.match(value):
-        raise ValueError("a token may not contain spaces or control characters")
-    return value
-
-
-def _url(value: str) -> str:
-    if value and (urlparse(value).scheme not in {"http", "https", "file"} or not urlparse(value).path):
-        raise ValueError(f"{value!r} is not a URL such as http://deb.debian.org/debian")
-    return value
-
-
-def _relative_folder(value: str) -> str:
-    if Path(value).is_absolute() or ".." in PurePosixPath(value).parts:
-        raise ValueError(f"{value!r} is not a folder inside the project (write it relative to .env)")
-    return value
-
-
-def _mounts(value: str) -> tuple[tuple[str, bool], ...]:
-    mounts: dict[str, bool] = {}
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        folder, writable = (item[:-3], True) if item.endswith(":rw") else (item.removesuffix(":ro"), False)
-        folder = str(PurePosixPath(_relative_folder(folder.strip())))
-        if folder in mounts:
-            raise ValueError(f"it names {folder} twice")
-        mounts[folder] = writable
-    return tuple(mounts.items())
-
-
-def _memory(value: str) -> int:
-    size = parse_size(value)
-    if size < 6 * 2**20:
-        raise ValueError(f"{value!r} is below the 6m Docker needs for a container")
-    return size
-
-
-def _gpus(value: str) -> str:
-    if value and value != "all" and not (value.isdigit() and int(value) > 0):
-        raise ValueError(f"{value!r} is neither `all` nor a count of GPUs such as 1")
-    return value
-
-
-def _one_of(*choices: str) -> Parser:
-    def parse(value: str) -> str:
-        if value not in choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-# Docker's restart policies for the server's container.
-_RESTART = re.compile(r"^(?:no|always|unless-stopped|on-failure(?::[1-9]\d*)?)$")
-
-# KEY -> (Settings field, parser, default). A default of None is derived from other settings.
-_FIELDS: dict[str, tuple[str, Parser, str | None]] = {
-    "PROJECT_NAME": ("project_name", _matching(_PROJECT_NAME, "project name (a-z, 0-9, _ . -)"), None),
-    "IMAGE_NAME": ("image_name", _matching(IMAGE_REFERENCE, "image name such as my-notebooks:latest"), None),
-    "CONTAINER_NAME": ("container_name", _matching(_CONTAINER_NAME, "container name"), None),
-    "BASE_IMAGE": ("base_image", _matching(IMAGE_REFERENCE, "image name such as python:3.12-slim"), None),
-    "NOTEBOOKS_DIR": ("notebooks_dir", _relative_folder, "notebooks"),
-    "HOST_IP": ("host_ip", _ip, "127.0.0.1"),
-    "HOST_PORT": ("host_port", _whole(0, 65535), "8888"),
-    "CONTAINER_PORT": ("container_port", _whole(1, 65535), "8888"),
-    "JUPYTER_TOKEN": ("jupyter_token", _token, ""),
-    "JUPYTER_PACKAGES": ("jupyter_packages", _packages, DEFAULT_JUPYTER_PACKAGES),
-    "CA_CERT": ("ca_cert", _text, ""),
-    "BASE_MIRROR": ("base_mirror", _url, ""),
-    "READY_TIMEOUT": ("ready_timeout", _positive("seconds"), "120"),
-    "RUN_AS": ("run_as", _user_spec, ""),
-    "EXECUTE_PACKAGES": ("execute_packages", _packages, DEFAULT_EXECUTE_PACKAGES),
-    "OUTPUT_DIR": ("output_dir", _text, "outputs"),
-    "EXECUTE_TIMEOUT": ("execute_timeout", _positive("seconds"), "600"),
-    "KERNEL": ("kernel", _optional(_matching(re.compile(r"^[\w.-]+$"), "kernel name such as python3")), ""),
-    "MOUNTS": ("mounts", _mounts, ""),
-    "SHM_SIZE": ("shm_size", parse_size, "1g"),
-    "MEMORY": ("memory", _optional(_memory, None), ""),
-    "CPUS": ("cpus", _optional(_positive("CPUs such as 1.5"), None), ""),
-    "GPUS": ("gpus", _gpus, ""),
-    "REGISTRY": ("registry", _optional(_matching(_REGISTRY, "registry such as registry.example:5000/team")),
-                 ""),
-    "K8S_CONTEXT": ("k8s_context", _text, ""),
-    "K8S_NAMESPACE": ("k8s_namespace", _optional(_matching(_K8S_NAMESPACE, "Kubernetes namespace")), ""),
-    "TRAIN_WORKERS": ("train_workers", _whole(1, 64), "2"),
-    "TRAIN_PORT": ("train_port", _whole(1, 65535), "2222"),
-    "TRAIN_TIMEOUT": ("train_timeout", _positive("seconds"), "1800"),
-    "TRAIN_BACKEND": ("train_backend", _one_of("local", "swarm", "k8s"), "local"),
-    "RESTART": ("restart", _matching(_RESTART, "restart policy: no, unless-stopped, always or on-failure[:N]"),
-                "unless-stopped"),
-}
-
+_FIELDS: dict[str, tuple[str, Parser, str | None]] = {d.key: (d.attribute, d.parse, d.default) for d in SETTINGS}
 KNOWN_KEYS = tuple(_FIELDS)
+__all__ = ["DEFAULT_BASE_IMAGE", "DEFAULT_EXECUTE_PACKAGES", "DEFAULT_JUPYTER_PACKAGES", "ENV_PREFIX",
+           "IMAGE_REFERENCE", "KNOWN_KEYS", "RETIRED", "SETTINGS", "Flag", "Setting", "Settings", "default_for",
+           "default_project_name", "load_settings", "project_folder", "read_env_file", "split_reference"]
 
 
 def default_for(key: str) -> str | None:

@@ -1,47 +1,24 @@
-"""The notebook server as a Docker Swarm service, derived from the same Workload as the local one.
-
-What it makes impossible, or says in one line: the token is a Docker secret read from a file
-(never in `docker service inspect` or the logs); the endpoint mode is dnsrr with a host-mode
-published port (the ingress mesh and VIP mode hang some traffic); Swarm publishes on every
-interface whatever HOST_IP says, so nbdock refuses unless HOST_IP is 0.0.0.0 or `--public`;
-the notebooks live in a named volume seeded from the image and kept by `swarm.down`; without
-REGISTRY the service is pinned to this node, where the image is.
-"""
+"""Swarm as a place to run, for every workload on it: the manager node, and waiting until
+removed services' containers are gone (the image its nodes run is `image.for_swarm`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from functools import cached_property
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
 
-from nbdock import cache, console, contract, jupyter, registry
-from nbdock.engine import Service
+from nbdock import console
+from nbdock.engine import EngineLike
 from nbdock.errors import NbdockError
-from nbdock.project import Project
-from nbdock.workload import Mount, PublishedPort, Workload
+from nbdock.wait import wait_until
 
-TASK_FAILED = {"failed", "rejected", "shutdown", "orphaned", "remove"}
-TASKS_INTERVAL = 1.0  # seconds between looks at a starting service's tasks
+GONE_TIMEOUT = 60.0  # seconds a removed service's tasks get to let go of ports, volumes and networks
 
 
-@dataclass(frozen=True)
-class ServiceStatus:
-    name: str
-    state: str
-    error: str
-    url: str | None
-
-
-def require_swarm(project: Project, init: bool) -> str:
+def require_swarm(engine: EngineLike, init: bool) -> str:
     """This node's id as a Swarm manager; with `init`, make a single-node swarm when there is none.
 
     Raises NbdockError saying how to get a swarm otherwise.
     """
-    node = project.engine.swarm_node()
+    node = engine.swarm_node()
     if node is not None:
         return node
     if not init:
@@ -50,223 +27,13 @@ def require_swarm(project: Project, init: bool) -> str:
             "or pass --init to create a single-node swarm on this machine"
         )
     console.info("Creating a single-node swarm on 127.0.0.1 (`docker swarm leave --force` undoes it).")
-    return project.engine.init_swarm("127.0.0.1")
+    return engine.init_swarm("127.0.0.1")
 
 
-def image_for_swarm(project: Project, node: str, execute: bool = False) -> tuple[str, list[str]]:
-    """(image reference, placement constraints): the pushed digest with REGISTRY, else the
-    local image pinned to this node, where it exists."""
-    if project.settings.registry:
-        return registry.push(project, execute=execute), []
-    image_id = project.build(execute=execute)
-    console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
-    return image_id, [f"node.id=={node}"]
-
-
-class SwarmServer:
-    """This checkout's notebook server on the swarm of the project's engine."""
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self.settings = project.settings
-        self.name = contract.dns_label(self.settings.container_name)
-        self.volume = f"{self.name}-notebooks"
-
-    @property
-    def labels(self) -> dict[str, str]:
-        return {**self.settings.labels, contract.LABEL_ROLE: "server"}
-
-    @cached_property
-    def token(self) -> str:
-        return jupyter.kept_token(self.settings.jupyter_token, f"swarm-{self.settings.checkout_id}")
-
-    def check_public(self, public: bool) -> None:
-        """Swarm binds a published port on every interface: refuse unless that is what was asked."""
-        host_ip = self.settings.host_ip
-        if host_ip not in {"0.0.0.0", "::"} and not public:
-            raise NbdockError(
-                f"Swarm publishes the server on every interface of the node, whatever HOST_IP says "
-                f"({host_ip}); set HOST_IP=0.0.0.0 in {self.settings.env_file} or pass --public to "
-                "accept that (the token still protects it)"
-            )
-
-    def workload(self, image: str, secret: str) -> Workload:
-        settings = self.settings
-        workload = Workload(
-            name=self.name, image=image,
-            command=tuple(jupyter.server_command(settings.container_port)),
-            environment=jupyter.token_environment(),
-            secrets={jupyter.TOKEN_SECRET: self.token},
-            mounts=(Mount(self.volume, contract.NOTEBOOKS, kind="volume"),),
-            labels={**settings.object_labels, contract.LABEL_ROLE: "server"},
-            ports=(PublishedPort(settings.container_port, settings.host_port or None, "0.0.0.0"),),
-            resources=settings.resources,
-        )
-        state = hashlib.sha256(json.dumps([
-            workload.image, list(workload.command or ()), sorted(workload.environment.items()), secret,
-            [repr(m) for m in workload.mounts], [repr(p) for p in workload.ports], repr(workload.resources),
-        ]).encode()).hexdigest()
-        return replace(workload, labels={**workload.labels, contract.LABEL_STATE: state})
-
-    def service(self) -> Service | None:
-        found = self.project.engine.services(self.labels)
-        return found[0] if found else None
-
-    def up(self, init: bool = False, public: bool = False) -> str:
-        """Start the service (or keep the one running as wanted) and wait until Jupyter answers;
-        the URL to open. Raises NbdockError for a refused setting, or a service that does not
-        come up (it is then removed, with its secret, and the volume when this run made it)."""
-        self.check_public(public)
-        self.project.settings.require_notebooks()
-        node = require_swarm(self.project, init)
-        current = self.service()
-        if current is None or not self._published_port(current):
-            self.project.check_port("0.0.0.0")
-        if self.name != self.settings.container_name:
-            console.info(f"Service name: {self.name} (CONTAINER_NAME as a DNS name, which Swarm requires).")
-        image, constraints = image_for_swarm(self.project, node)
-        secret = f"{self.name}-token-{hashlib.sha256(self.token.encode()).hexdigest()[:8]}"
-        wanted = self.workload(image, secret)
-        engine = self.project.engine
-        if current is not None and current.labels.get(contract.LABEL_STATE) == wanted.labels[contract.LABEL_STATE]:
-            console.info(f"Service {self.name} is already running as wanted.")
-            return self._until_ready()
-        if current is not None:
-            # Recreated, not updated: an endpoint changed in place can leave a stale address in DNS.
-            console.info(f"Replacing the service {self.name}: its settings or image changed.")
-            engine.remove_service(current.name)
-            self._wait_gone(current.name)
-        made_volume = self.volume not in engine.volumes(self.settings.labels)
-        if made_volume:
-            engine.create_volume(self.volume, self.settings.object_labels)
-        secrets = engine.secrets(self.settings.labels)
-        if secret not in secrets:
-            secrets[secret] = engine.create_secret(secret, self.token, self.settings.object_labels)
-        for stale in set(secrets) - {secret}:
-            if stale.startswith(f"{self.name}-token-"):
-                engine.remove_secret(stale)
-        console.info(f"Creating the service {self.name}.")
-        try:
-            engine.create_service(wanted, {jupyter.TOKEN_SECRET: (secrets[secret], secret)}, restart=True,
-                                  constraints=constraints)
-            return self._until_ready()
-        except BaseException:
-            self._remove_service_and_secrets()
-            if made_volume:  # nothing can have been saved in it
-                engine.remove_volume(self.volume)
-            raise
-
-    def _wait_gone(self, name: str, timeout: float = 60) -> None:
-        """Wait until a removed service's tasks have let go of its port and volume."""
-        engine = self.project.engine
-        deadline = time.monotonic() + timeout
-        while engine.service(name) is not None or any(
-            c.service == name for c in engine.containers(self.settings.labels)
-        ):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-
-    def _published_port(self, service: Service) -> int | None:
-        """The host port of the task that is up. Swarm reports it only once the task's first
-        health check passed, though the port answers at once: until then it is HOST_PORT, or
-        what the task's container on this engine publishes."""
-        for task in service.tasks:
-            if task.state not in {"starting", "running"}:
-                continue
-            if self.settings.container_port in task.ports:
-                return task.ports[self.settings.container_port]
-            if self.settings.host_port:
-                return self.settings.host_port
-            container = self.project.engine.container(task.container_id) if task.container_id else None
-            if container is not None and self.settings.container_port in container.ports:
-                return container.ports[self.settings.container_port]
-        return None
-
-    def _until_ready(self) -> str:
-        """Poll the published port every POLL_INTERVAL; look at the service's tasks (several
-        engine calls) only every TASKS_INTERVAL seconds, or until a port is known."""
-        deadline = time.monotonic() + self.settings.ready_timeout
-        looked_at = 0.0
-        address = url = states = ""
-        while True:
-            if not address or time.monotonic() - looked_at >= TASKS_INTERVAL:
-                looked_at = time.monotonic()
-                service = self.service()
-                if service is None:
-                    raise NbdockError(f"the service {self.name} vanished while starting; run `invoke swarm.up` again")
-                port = self._published_port(service)
-                if port is not None:
-                    address = jupyter.base_url(self.project.browser_host, port)
-                    url = jupyter.lab_url(self.project.browser_host, port, self.token)
-                states = ", ".join(task.state for task in service.tasks) or "none"
-                failed = [task for task in service.tasks if task.state in TASK_FAILED and task.error]
-                if failed:
-                    self._did_not_come_up(failed[0].error)
-            if address and jupyter.answers(address):
-                return url
-            if time.monotonic() > deadline:
-                self._did_not_come_up(
-                    f"no answer within {self.settings.ready_timeout:g} s from {address or 'a published port'}; "
-                    f"its tasks: {states}"
-                )
-            time.sleep(jupyter.POLL_INTERVAL if address else jupyter.POLL_INTERVAL * 2)
-
-    def _did_not_come_up(self, reason: str) -> NoReturn:
-        lines = list(self.project.engine.service_logs(self.name))
-        console.detail("".join(lines).splitlines()[-30:])
-        raise NbdockError(f"the service {self.name} did not come up ({reason}); the end of its log is above")
-
-    def _remove_service_and_secrets(self) -> list[str]:
-        engine = self.project.engine
-        removed = []
-        for service in engine.services(self.labels):
-            engine.remove_service(service.name)
-            self._wait_gone(service.name)
-            removed.append(service.name)
-        for secret in engine.secrets(self.settings.labels):
-            if secret.startswith(f"{self.name}-token-"):
-                engine.remove_secret(secret)
-                removed.append(secret)
-        return removed
-
-    def down(self, volumes: bool = False) -> list[str]:
-        """Remove the service and its secret; the notebooks volume only with `volumes`, so that
-        nothing a user saved is lost by default. Names what it removed."""
-        if self.project.engine.swarm_node() is None:
-            return []
-        removed = self._remove_service_and_secrets()
-        if volumes and self.volume in self.project.engine.volumes(self.settings.labels):
-            self.project.engine.remove_volume(self.volume)
-            removed.append(self.volume)
-        cache.forget("tokens", f"swarm-{self.settings.checkout_id}")
-        return removed
-
-    def url(self) -> str:
-        """The URL of the running service. Raises NbdockError when none is running."""
-        service = self.service() if self.project.engine.swarm_node() else None
-        port = self._published_port(service) if service else None
-        if port is None:
-            raise NbdockError(
-                f"no Swarm service of project {self.settings.project_name} is running; start one with "
-                "`invoke swarm.up`"
-            )
-        return jupyter.lab_url(self.project.browser_host, port, self.token)
-
-    def status(self) -> list[ServiceStatus]:
-        if self.project.engine.swarm_node() is None:
-            return []
-        rows = []
-        for service in self.project.engine.services(self.settings.labels):
-            task = service.tasks[0] if service.tasks else None
-            port = self._published_port(service)
-            url = jupyter.lab_url(self.project.browser_host, port, self.token) if port else None
-            rows.append(ServiceStatus(service.name, task.state if task else "pending",
-                                      task.error if task else "", url))
-        return rows
-
-    def logs(self, follow: bool = False) -> Iterator[str]:
-        if self.project.engine.swarm_node() is None or self.service() is None:
-            raise NbdockError(f"project {self.settings.project_name} has no Swarm service; start one with "
-                              "`invoke swarm.up`")
-        yield from self.project.engine.service_logs(self.name, follow=follow)
+def wait_gone(engine: EngineLike, names: Sequence[str], labels: Mapping[str, str],
+              timeout: float = GONE_TIMEOUT) -> None:
+    """Wait until the removed services `names`, and the containers of their tasks that carry
+    `labels`, are gone; after `timeout` seconds, go on regardless."""
+    wanted = set(names)
+    wait_until(lambda: all(engine.service(name) is None for name in wanted)
+               and not any(c.service in wanted for c in engine.containers(labels)), timeout)

@@ -2,14 +2,15 @@
 
 A project's tasks.py only needs `from nbdock.tasks import ns`. Every task goes through one exit
 point (`_user_errors`): an NbdockError becomes `nbdock: <message>` on stderr and exit code 1,
-Ctrl-C becomes `nbdock: interrupted` and exit code 130.
+and so do an OSError and a failed subprocess wherever they come from; Ctrl-C becomes `nbdock:
+interrupted` and exit code 130.
 """
 
 from __future__ import annotations
 
 import functools
 import shutil
-import sys
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from invoke.tasks import Task, task
 from nbdock import console
 from nbdock.errors import NbdockError
 from nbdock.project import Project
+from nbdock.server import Server
 from nbdock.settings import IMAGE_REFERENCE, Flag, Settings, load_settings, project_folder
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,6 +56,14 @@ def _user_errors(body: F) -> F:
         except BrokenPipeError:
             console.silence_stdout()
             raise Exit(code=141) from None  # 128 + SIGPIPE, as a shell reports it
+        except subprocess.CalledProcessError as error:
+            command = error.cmd if isinstance(error.cmd, str) else " ".join(map(str, error.cmd[:2]))
+            raise Exit(f"nbdock: `{command}` failed with exit code {error.returncode}; its output is above",
+                       code=1) from None
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            raise Exit(f"nbdock: {error.strerror or error}{where}; check that the file or folder exists and "
+                       "that you may use it", code=1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,6 +92,28 @@ def _project(task_name: str = "", **values: object) -> Project:
     return Project(_settings(task_name, **values))
 
 
+def _up(server: Server) -> None:
+    console.info(server.up())
+
+
+def _down(server: Server) -> None:
+    removed = server.down()
+    console.info(f"Removed {', '.join(removed)}." if removed else "Nothing to remove.")
+
+
+def _status(server: Server) -> None:
+    for line in server.status():
+        console.info(line)
+
+
+def _logs(server: Server, follow: bool) -> None:
+    try:
+        for text in server.logs(follow=follow):
+            console.write(text)
+    except KeyboardInterrupt:
+        return
+
+
 _SERVER_FLAGS = {
     "port": "host port to publish the server on (HOST_PORT; 0 picks a free one)",
     "host-ip": "host address to publish on (HOST_IP, default 127.0.0.1)",
@@ -95,11 +127,12 @@ _BUILD_FLAGS = {
 @nbdock_task()
 def dockerfile(c: Context) -> None:
     """Write Dockerfile (and .dockerignore) from Dockerfile.template and the settings."""
+    from nbdock import image
     from nbdock.context import write_dockerignore
     from nbdock.dockerfile import write
 
     project = _project()
-    console.info(f"Wrote {write(project.settings.project_dir, project.dockerfile_text)}")
+    console.info(f"Wrote {write(project.settings.project_dir, image.dockerfile_text(project))}")
     ignore = write_dockerignore(project.plan)
     if ignore is not None:
         console.info(f"Wrote {ignore}")
@@ -108,14 +141,17 @@ def dockerfile(c: Context) -> None:
 @nbdock_task(flags=_BUILD_FLAGS)
 def build(c: Context, base_image: str | None = None, no_cache: bool = False) -> None:
     """Build the project's image, each step shown live (skipped when nothing changed)."""
-    _project("build", base_image=base_image).build(no_cache=no_cache)
+    from nbdock import image
+
+    image.build(_project("build", base_image=base_image), no_cache=no_cache)
 
 
 @nbdock_task(flags=_SERVER_FLAGS)
 def run(c: Context, port: str | None = None, host_ip: str | None = None) -> None:
     """Start the notebook server from the built image and wait until it answers."""
-    server = _project("run", port=port, host_ip=host_ip).run()
-    console.info(server.url)
+    from nbdock.server.local import LocalServer
+
+    console.info(LocalServer(_project("run", port=port, host_ip=host_ip)).run().url)
 
 
 @nbdock_task(flags={**_BUILD_FLAGS, **_SERVER_FLAGS})
@@ -127,21 +163,25 @@ def up(
     no_cache: bool = False,
 ) -> None:
     """Write the Dockerfile, build, run, and print the URL to open (the last line)."""
-    server = _project("up", port=port, host_ip=host_ip, base_image=base_image).up(no_cache=no_cache)
-    console.info("Jupyter is ready" + (" (already running)." if server.reused else "."))
-    console.info(server.url)
+    from nbdock.server.local import LocalServer
+
+    _up(LocalServer(_project("up", port=port, host_ip=host_ip, base_image=base_image), no_cache=no_cache))
 
 
 @nbdock_task()
 def url(c: Context) -> None:
     """Print the URL of the running notebook server, token included."""
-    console.info(_project().server().url)
+    from nbdock.server.local import LocalServer
+
+    console.info(LocalServer(_project()).url())
 
 
 @nbdock_task()
 def ip(c: Context) -> None:
     """Print the address a browser should use and the container's own address."""
-    browser, container = _project().addresses()
+    from nbdock.server.local import LocalServer
+
+    browser, container = LocalServer(_project()).addresses()
     console.info(f"browser:   {browser}")
     console.info(f"container: {container or '(no running container)'}")
 
@@ -149,39 +189,34 @@ def ip(c: Context) -> None:
 @nbdock_task()
 def stop(c: Context) -> None:
     """Stop this project's containers (found by label; never anyone else's)."""
-    stopped = _project().stop()
+    from nbdock.server.local import LocalServer
+
+    stopped = LocalServer(_project()).stop()
     console.info(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
 
 
 @nbdock_task(flags={"image": "remove the project's images too"})
 def down(c: Context, image: bool = False) -> None:
     """Stop and remove this project's containers; the images stay unless --image."""
-    removed = _project().down(remove_image=image)
-    console.info(f"Removed {', '.join(removed)}." if removed else "Nothing to remove.")
+    from nbdock.server.local import LocalServer
+
+    _down(LocalServer(_project(), remove_images=image))
 
 
 @nbdock_task()
 def status(c: Context) -> None:
     """Show this project's containers, their state, health and URL."""
-    project = _project()
-    rows = project.status()
-    if not rows:
-        console.info(f"Project {project.settings.project_name} has no container.")
-    for row in rows:
-        console.info(f"{row.name}  {row.role}  {row.state}  health: {row.health}  image: {row.image}")
-        if row.url:
-            console.info(f"  {row.url}")
+    from nbdock.server.local import LocalServer
+
+    _status(LocalServer(_project()))
 
 
 @nbdock_task(flags={"follow": "keep printing new lines until Ctrl-C"})
 def logs(c: Context, follow: bool = False) -> None:
     """Print the notebook server's log."""
-    try:
-        for text in _project().logs(follow=follow):
-            sys.stdout.write(text)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        return
+    from nbdock.server.local import LocalServer
+
+    _logs(LocalServer(_project()), follow)
 
 
 @nbdock_task(flags={
@@ -254,9 +289,9 @@ def execute(
 @nbdock_task()
 def push(c: Context) -> None:
     """Push the image to REGISTRY, progress shown live; print its digest-pinned reference."""
-    from nbdock import registry
+    from nbdock import image
 
-    console.info(registry.push(_project()))
+    console.info(image.push(_project()))
 
 
 @nbdock_task(
@@ -266,39 +301,31 @@ def push(c: Context) -> None:
 )
 def swarm_up(c: Context, init: bool = False, public: bool = False) -> None:
     """Serve the notebooks as a Docker Swarm service; print the URL to open (the last line)."""
-    from nbdock.swarm import SwarmServer
+    from nbdock.server.swarm import SwarmServer
 
-    console.info(SwarmServer(_project()).up(init=init, public=public))
+    _up(SwarmServer(_project(), init=init, public=public))
 
 
 @nbdock_task(name="down", flags={"volumes": "also remove the notebooks volume (what was saved in it is lost)"})
 def swarm_down(c: Context, volumes: bool = False) -> None:
     """Remove this project's Swarm service and its secret; the notebooks volume stays unless --volumes."""
-    from nbdock.swarm import SwarmServer
+    from nbdock.server.swarm import SwarmServer
 
-    removed = SwarmServer(_project()).down(volumes=volumes)
-    console.info(f"Removed {', '.join(removed)}." if removed else "Nothing to remove.")
+    _down(SwarmServer(_project(), volumes=volumes))
 
 
 @nbdock_task(name="status")
 def swarm_status(c: Context) -> None:
     """Show this project's Swarm services, their state and URL."""
-    from nbdock.swarm import SwarmServer
+    from nbdock.server.swarm import SwarmServer
 
-    project = _project()
-    rows = SwarmServer(project).status()
-    if not rows:
-        console.info(f"Project {project.settings.project_name} has no Swarm service.")
-    for row in rows:
-        console.info(f"{row.name}  {row.state}" + (f"  {row.error}" if row.error else ""))
-        if row.url:
-            console.info(f"  {row.url}")
+    _status(SwarmServer(_project()))
 
 
 @nbdock_task(name="url")
 def swarm_url(c: Context) -> None:
     """Print the URL of this project's Swarm service, token included."""
-    from nbdock.swarm import SwarmServer
+    from nbdock.server.swarm import SwarmServer
 
     console.info(SwarmServer(_project()).url())
 
@@ -306,14 +333,9 @@ def swarm_url(c: Context) -> None:
 @nbdock_task(name="logs", flags={"follow": "keep printing new lines until Ctrl-C"})
 def swarm_logs(c: Context, follow: bool = False) -> None:
     """Print the log of this project's Swarm service."""
-    from nbdock.swarm import SwarmServer
+    from nbdock.server.swarm import SwarmServer
 
-    try:
-        for text in SwarmServer(_project()).logs(follow=follow):
-            sys.stdout.write(text)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        return
+    _logs(SwarmServer(_project()), follow)
 
 
 @nbdock_task(
@@ -331,15 +353,21 @@ def k8s_manifests(c: Context, validate: bool = False, train_script: str | None =
                   train_notebook: str | None = None, workers: str | None = None,
                   parameter: list[str] | None = None) -> None:
     """Write k8s/ (server, and training with --train-*) for review; with REGISTRY, push the image first."""
-    from nbdock import kubectl, training
+    from nbdock import kubectl
+    from nbdock.server.k8s import server_objects
+    from nbdock.training import k8s as k8s_training
+    from nbdock.training import model
 
     project = _project("k8s.manifests", workers=workers)
+    settings = project.settings
     run = None
     if train_script or train_notebook:
-        settings = project.settings
-        run = training.prepare(project, train_script, train_notebook, parameter or [], settings.train_workers,
-                               settings.train_port, settings.train_timeout)
-    kubectl.manifests(project, validate=validate, run=run)
+        run = model.prepare(project, train_script, train_notebook, parameter or [], settings.train_workers,
+                            settings.train_port, settings.train_timeout)
+    sets = {"server.yaml": server_objects(project)}
+    if run is not None:
+        sets["train.yaml"] = k8s_training.training_objects(project, run)
+    kubectl.write_manifests(settings, sets, validate=validate)
     if validate:
         console.info("Every object passed nbdock's checks and the Kubernetes schemas.")
 
@@ -347,31 +375,39 @@ def k8s_manifests(c: Context, validate: bool = False, train_script: str | None =
 @nbdock_task(name="up")
 def k8s_up(c: Context) -> None:
     """Apply the server to the cluster kubectl points at; print a URL through port-forward."""
-    from nbdock.kubectl import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
-    console.info(KubernetesServer(_project()).up())
+    _up(KubernetesServer(_project()))
 
 
 @nbdock_task(name="down", flags={"volumes": "also delete the notebooks claim (what was saved in it is lost)"})
 def k8s_down(c: Context, volumes: bool = False) -> None:
     """Delete this project's server objects from the cluster; the notebooks claim stays unless --volumes."""
-    from nbdock.kubectl import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
-    console.info(KubernetesServer(_project()).down(volumes=volumes).strip() or "Nothing to delete.")
+    _down(KubernetesServer(_project(), volumes=volumes))
 
 
 @nbdock_task(name="status")
 def k8s_status(c: Context) -> None:
     """Show this project's server objects on the cluster."""
-    from nbdock.kubectl import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
-    console.info(KubernetesServer(_project()).status().rstrip())
+    _status(KubernetesServer(_project()))
+
+
+@nbdock_task(name="logs", flags={"follow": "keep printing new lines until Ctrl-C"})
+def k8s_logs(c: Context, follow: bool = False) -> None:
+    """Print the log of this project's server on the cluster."""
+    from nbdock.server.k8s import KubernetesServer
+
+    _logs(KubernetesServer(_project()), follow)
 
 
 @nbdock_task(name="url")
 def k8s_url(c: Context) -> None:
     """Print the server's URL through kubectl port-forward on 127.0.0.1."""
-    from nbdock.kubectl import KubernetesServer
+    from nbdock.server.k8s import KubernetesServer
 
     console.info(KubernetesServer(_project()).url())
 
@@ -390,22 +426,20 @@ def k8s_url(c: Context) -> None:
 def train(c: Context, workers: str | None = None, script: str | None = None, notebook: str | None = None,
           parameter: list[str] | None = None, backend: str | None = None, timeout: str | None = None) -> None:
     """Train with TensorFlow on N workers of the project's image, each with its TF_CONFIG."""
-    from nbdock import kubectl, training
+    from nbdock.training import model
+    from nbdock.training.run import train as train_on
 
     project = _project("train", workers=workers, backend=backend, timeout=timeout)
     settings = project.settings
-    run = training.prepare(project, script, notebook, parameter or [], settings.train_workers,
-                           settings.train_port, settings.train_timeout)
-    if settings.train_backend == "k8s":
-        outcomes, folder = kubectl.train(project, run)
-    else:
-        outcomes, folder = training.train(project, run, settings.train_backend)
-    for line in training.explain(outcomes, run.timeout):
+    run = model.prepare(project, script, notebook, parameter or [], settings.train_workers,
+                        settings.train_port, settings.train_timeout)
+    outcomes, folder = train_on(project, run, settings.train_backend)
+    for line in model.explain(outcomes, run.timeout):
         console.info(line)
-    for line in training.summary(outcomes):
+    for line in model.summary(outcomes):
         console.info(line)
     console.info(f"Logs and the chief's outputs: {folder}")
-    problem = training.verdict(outcomes, run.timeout)
+    problem = model.verdict(outcomes, run.timeout)
     if problem:
         raise NbdockError(problem)
 
@@ -432,5 +466,5 @@ ns = Collection(
     dockerfile, build, run, up, url, ip, stop, down, status, logs, execute, base, init, push,
     train,
     Collection("swarm", swarm_up, swarm_down, swarm_status, swarm_url, swarm_logs),
-    Collection("k8s", k8s_manifests, k8s_up, k8s_down, k8s_status, k8s_url),
+    Collection("k8s", k8s_manifests, k8s_up, k8s_down, k8s_status, k8s_url, k8s_logs),
 )

@@ -1,36 +1,18 @@
-"""One description of a container to run, shared by every engine nbdock hands work to.
+"""One description of a container to run, shared by every backend nbdock hands work to.
 
-The notebook server, each headless run and each training worker is a `Workload`. `engine.py`
-turns one into a container, `swarm.py` into a Swarm service and `k8s.py` into a pod template,
-so a field added here reaches every engine.
+The notebook server, each headless run and each training worker is a `Workload`.
+`engine/containers.py` turns one into a container, `engine/swarm.py` into a Swarm service and
+`k8s.py` into a pod template, so a field added here reaches every backend.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
 from nbdock import contract
-
-_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from a size such as `512m`, `1g`, `1.5GiB` or `1048576` (powers of 1024, as Docker).
-
-    Raises ValueError with the reason when `text` is not such a size.
-    """
-    matched = _SIZE.match(text.strip())
-    if not matched:
-        raise ValueError(f"{text!r} is not a size such as 512m or 2g")
-    size = int(float(matched.group(1)) * _UNITS[matched.group(2).lower()])
-    if size <= 0:
-        raise ValueError("it must be more than 0 bytes")
-    return size
 
 
 def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
@@ -89,10 +71,8 @@ class Workload:
     labels: Mapping[str, str] = field(default_factory=_frozen)
     ports: tuple[PublishedPort, ...] = ()
     network: str | None = None
-    aliases: tuple[str, ...] = ()
     init: bool = True
     health_check: bool = True
-    working_dir: str | None = None
     # Docker's restart policy (`unless-stopped`, `on-failure:3`...); `no` for runs that end.
     restart: str = "no"
     resources: Resources = field(default_factory=Resources)

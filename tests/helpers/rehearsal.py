@@ -5,19 +5,22 @@ the same image, args (after the image's ENTRYPOINT), environment with `$(VAR)` e
 Kubernetes expands it, user and groups from the securityContext, Secret files with their mode,
 a volume for each claim (seeded by the init containers first), /dev/shm from its emptyDir, the
 container ports published on 127.0.0.1, and a network alias for a pod's `hostname.subdomain`.
+`RehearsedKubectl` runs a whole training Job this way, for nbdock's own run loop.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import subprocess
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 _REFERENCE = re.compile(r"\$(\$|\(([A-Za-z_][A-Za-z0-9_]*)\))")
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+COMPLETION_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 
 def expand(value: str, defined: Mapping[str, str]) -> str:
@@ -143,3 +146,79 @@ class Rehearsal:
         container.start()
         container.reload()
         return container
+
+
+@dataclass
+class RehearsedKubectl:
+    """A kubectl whose cluster is the local engine: an applied Indexed Job's pods run as rehearsed
+    containers (each with its completion index and `hostname.subdomain` alias), and pods, logs,
+    suspend and delete answer from those containers. It satisfies nbdock's `KubectlLike`."""
+
+    rehearsal: Rehearsal
+    settings: Any
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    pods_by_index: dict[int, Any] = field(default_factory=dict)
+    # Like Docker Desktop's cluster, it runs on this engine and uses its images as they are.
+    context: str = "docker-desktop"
+
+    def check(self) -> None:
+        return None
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        raise AssertionError(f"the rehearsal has no `kubectl {' '.join(args)}`")
+
+    def apply(self, objects: list[dict[str, Any]]) -> None:
+        self.applied += objects
+        for job in (o for o in objects if o["kind"] == "Job"):
+            pod = job["spec"]["template"]["spec"]
+            name = job["metadata"]["name"]
+            for index in range(job["spec"]["completions"]):
+                self.pods_by_index[index] = self.rehearsal.run(
+                    pod, f"{name}-{index}", {COMPLETION_INDEX_FIELD: str(index)},
+                    aliases=[f"{name}-{index}.{pod['subdomain']}"],
+                )
+
+    def delete(self, selector: str, kinds: str) -> list[str]:
+        deleted = []
+        for pod in self.pods_by_index.values():
+            pod.remove(force=True)
+            deleted.append(f"pod/{pod.name}")
+        self.pods_by_index.clear()
+        return deleted
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        found = []
+        for index, container in self.pods_by_index.items():
+            container.reload()
+            state = container.attrs["State"]
+            phase = {"created": "Pending", "running": "Running"}.get(state["Status"], "")
+            terminated: dict[str, Any] = {}
+            if not phase:
+                phase = "Succeeded" if state["ExitCode"] == 0 else "Failed"
+                terminated = {"terminated": {"exitCode": state["ExitCode"]}}
+            found.append({"metadata": {"name": container.name,
+                                       "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+                          "status": {"phase": phase, "containerStatuses": [{"state": terminated}]}})
+        return found
+
+    def logs(self, target: str, follow: bool = False) -> Iterator[str]:
+        name = target.removeprefix("pod/")
+        container = next((c for c in self.pods_by_index.values() if c.name == name), None)
+        if container is None:
+            return
+        if follow:
+            for chunk in container.logs(stream=True, follow=True):
+                yield chunk.decode("utf-8", errors="replace")
+        else:
+            yield container.logs().decode("utf-8", errors="replace")
+
+    def suspend(self, job: str) -> None:
+        """As Kubernetes does: the running pods are deleted, those that ended are kept."""
+        for index, container in list(self.pods_by_index.items()):
+            container.reload()
+            if container.status == "running":
+                container.remove(force=True)
+                del self.pods_by_index[index]
+
+    def port_forward(self, target: str, port: int, container_port: int) -> subprocess.Popen[bytes]:
+        raise AssertionError("the rehearsal forwards no port")

@@ -1,0 +1,132 @@
+"""Where the engine is and how nbdock connects to it; every SDK and connection error classified
+here, once, into a kind of NbdockError (errors.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from nbdock.errors import (
+    EngineAPIError,
+    EnginePermissionDenied,
+    EngineUnreachable,
+    NameConflict,
+    NotFound,
+    PortTaken,
+)
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+_PORT_TAKEN = ("port is already allocated", "address already in use")
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+@contextmanager
+def _classified(action: str) -> Iterator[None]:
+    """Turn Docker SDK and connection errors raised while doing `action` into a kind of NbdockError."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except docker.errors.NotFound as error:
+        explanation = _explanation(error)
+        raise NotFound(f"{action} failed: {explanation}", reason=explanation) from None
+    except docker.errors.APIError as error:
+        explanation = _explanation(error)
+        if any(hint in explanation for hint in _PORT_TAKEN):
+            raise PortTaken(f"{action} failed: {explanation}", reason=explanation) from None
+        if "already exists" in explanation or "is already in use" in explanation:
+            raise NameConflict(f"{action} failed: {explanation}", reason=explanation) from None
+        raise EngineAPIError(f"{action} failed: {explanation}", reason=explanation) from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        if "Permission denied" in str(error):
+            raise EnginePermissionDenied(f"{action} failed: permission denied ({error})", reason=str(error)) from None
+        raise EngineUnreachable(
+            f"{action} failed because the Docker engine stopped answering ({error}); "
+            "check that the engine is running (`docker info`)", reason=str(error),
+        ) from None
+
+
+def _explanation(error: Any) -> str:
+    explanation = getattr(error, "explanation", None) or str(error)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode(errors="replace")
+    return str(explanation).strip()
+
+
+def _current_context() -> Any:
+    from docker.context import ContextAPI
+
+    try:
+        return ContextAPI.get_current_context()
+    except Exception:  # a broken docker config must not stop nbdock: use the default socket
+        return None
+
+
+def engine_address() -> str:
+    """Where the engine is: DOCKER_HOST, else the current docker context, else the local socket."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    context = _current_context()
+    return str(context.Host) if context is not None and context.Host else "unix:///var/run/docker.sock"
+
+
+def remote_host(address: str) -> str | None:
+    """The engine's host name when it runs on another machine (tcp:// or ssh://), else None."""
+    parsed = urlparse(address)
+    is_network = parsed.scheme in {"tcp", "http", "https", "ssh"}
+    if is_network and parsed.hostname and parsed.hostname not in _LOCAL_HOSTS:
+        return parsed.hostname
+    return None
+
+
+def _connect(address: str) -> DockerClient:
+    import docker
+    import docker.errors
+
+    try:
+        if os.environ.get("DOCKER_HOST"):
+            return docker.from_env()
+        context = _current_context()
+        tls = context.TLSConfig if context is not None else None
+        return docker.DockerClient(base_url=address, tls=tls or False)
+    except (docker.errors.DockerException, OSError) as error:
+        reason = str(error).replace("Error while fetching server API version: ", "")
+        if "Permission denied" in reason:
+            raise EnginePermissionDenied(
+                f"you may not use the Docker engine at {address} (permission denied); add your "
+                "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
+            ) from None
+        raise EngineUnreachable(
+            f"cannot reach the Docker engine at {address} ({reason}); start it (`sudo dockerd &` "
+            "or Docker Desktop) or point DOCKER_HOST at a running engine"
+        ) from None
+
+
+def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
+    return {"label": [f"{key}={value}" for key, value in sorted(labels.items())]}
+
+
+class Connected:
+    """The connection every part of `Engine` uses: made on first use, which asks the engine its
+    API version, so it must answer."""
+
+    def __init__(self) -> None:
+        self.address = engine_address()
+        self._client: DockerClient | None = None
+
+    @property
+    def client(self) -> DockerClient:
+        if self._client is None:
+            self._client = _connect(self.address)
+        return self._client
+
+    @property
+    def remote_host(self) -> str | None:
+        """The engine's host name when it runs on another machine, else None."""
+        return remote_host(self.address)

@@ -1,0 +1,57 @@
+"""The plain records the engine answers with: an image, a container, a Swarm service and its
+tasks; never SDK objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container as the engine reports it. `ports` maps a container port to its host port."""
+
+    name: str
+    id: str
+    state: str
+    health: str
+    image_id: str
+    labels: Mapping[str, str]
+    ports: Mapping[int, int] = field(default_factory=dict)
+    address: str | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def service(self) -> str | None:
+        """The Swarm service this container is a task of, or None for a container of its own."""
+        return self.labels.get("com.docker.swarm.service.name")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a Swarm service: its state, error, container and published ports."""
+
+    state: str
+    error: str
+    container_id: str | None
+    ports: Mapping[int, int]
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    id: str
+    labels: Mapping[str, str]
+    tasks: tuple[Task, ...]
