@@ -77,7 +77,7 @@ class Project:
 
     @cached_property
     def environment(self) -> Environment:
-        return read_environment(self.settings.project_dir)
+        return read_environment(self.settings.project_dir, self.settings.installer)
 
     @cached_property
     def plan(self) -> ContextPlan:
@@ -184,8 +184,8 @@ class Project:
             )
         console.detail([f"failed step: {failure.step}", *failure.tail])
         step = failure.step
-        if any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
-            culprit = (f"pip could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
+        if any("CERTIFICATE_VERIFY_FAILED" in line or "invalid peer certificate" in line for line in failure.tail):
+            culprit = (f"pip or uv could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
                        f"{settings.env_file} to the proxy's CA bundle (the one your own pip uses)")
         elif "pip install" in step:
             culprit = "a package that will not install: check the requirements file and the log above"

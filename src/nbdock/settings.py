@@ -30,6 +30,8 @@ ENV_PREFIX = "NBDOCK_"
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_JUPYTER_PACKAGES = "jupyterlab==4.6.6"
 DEFAULT_EXECUTE_PACKAGES = "papermill==2.7.0 nbconvert==7.17.2 ipykernel==7.4.0"
+# The uv the image's build stage installs the environment with (INSTALLER=uv), from PyPI.
+UV_REQUIREMENT = "uv==0.13.9"
 
 _NAME = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"
 IMAGE_REFERENCE = re.compile(
@@ -68,6 +70,7 @@ class Settings:
     container_port: int
     jupyter_token: str
     jupyter_packages: str
+    installer: str
     ca_cert: Path | None
     base_mirror: str
     ready_timeout: float
@@ -300,6 +303,7 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "CONTAINER_PORT": ("container_port", _whole(1, 65535), "8888"),
     "JUPYTER_TOKEN": ("jupyter_token", _token, ""),
     "JUPYTER_PACKAGES": ("jupyter_packages", _packages, DEFAULT_JUPYTER_PACKAGES),
+    "INSTALLER": ("installer", _one_of("uv", "pip"), "uv"),
     "CA_CERT": ("ca_cert", _text, ""),
     "BASE_MIRROR": ("base_mirror", _url, ""),
     "READY_TIMEOUT": ("ready_timeout", _positive("seconds"), "120"),
