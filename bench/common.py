@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "hello"
 OWNER = (1234, 1234)  # under root, the projects belong to a user, as a checkout would
 TOKEN = "bench-token"
 
@@ -92,8 +93,8 @@ def user_spec() -> str:
 
 
 def make_folder(root: Path, name: str, base_image: str, extra_env: str = "",
-                notebooks: Path = REPO / "examples" / "hello" / "notebooks",
-                requirements: Path = REPO / "examples" / "hello" / "requirements.txt") -> Path:
+                notebooks: Path = EXAMPLE / "notebooks",
+                requirements: Path = EXAMPLE / "requirements.txt") -> Path:
     """A copy of the example project with nbdock's Dockerfile and .dockerignore written, so the
     same files build by hand; the CA bundle where that Dockerfile expects it."""
     folder = root / name

@@ -18,17 +18,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigdata, execute, swarm, train, updown
+from bench import bigdata, execute, handwritten, swarm, train, updown
 from bench.common import REPO, docker_client, run
 
 RESULTS = REPO / "bench" / "RESULTS.md"
 Scenario = Callable[[Path, str, str, int], list[str]]
-# The cold builds of `updown` remove every image built on the base, so it runs last.
+# The cold builds of `handwritten` and `updown` remove every image built on the base, so they run last.
 SCENARIOS: dict[str, Scenario] = {
     "bigdata": lambda root, base, base_id, runs: bigdata.scenario(root, base, runs),
     "swarm": lambda root, base, base_id, runs: swarm.scenario(root, base, runs),
     "train": lambda root, base, base_id, runs: train.scenario(root, base, runs),
     "execute": lambda root, base, base_id, runs: execute.scenario(root, base, runs),
+    "handwritten": handwritten.scenario,
     "updown": updown.scenario,
 }
 

@@ -48,10 +48,13 @@ def test_rendering_is_deterministic_and_follows_the_files(tmp_path: Path) -> Non
     assert "COPY apt.txt" in changed and "requirements.txt" not in changed
 
 
-def test_package_specifiers_are_quoted_for_the_shell(tmp_path: Path) -> None:
-    text = render(example(tmp_path, EXECUTE_PACKAGES="papermill>=2.6 nbconvert<8"), execute=True)
-    assert "/bin/pip install 'jupyterlab>=4.6,<5' \\\n" in text
-    assert "/bin/pip install 'papermill>=2.6' 'nbconvert<8'\n" in text
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_package_specifiers_are_quoted_for_the_shell(tmp_path: Path, installer: str) -> None:
+    text = render(example(tmp_path, EXECUTE_PACKAGES="papermill>=2.6 nbconvert<8", INSTALLER=installer),
+                  execute=True)
+    command = "uv pip install" if installer == "uv" else "/bin/pip install"
+    assert f"{command} 'jupyterlab>=4.6,<5' \\\n" in text
+    assert f"{command} 'papermill>=2.6' 'nbconvert<8'\n" in text
 
 
 def test_dependencies_are_installed_before_the_notebooks_are_copied(tmp_path: Path) -> None:
@@ -61,11 +64,62 @@ def test_dependencies_are_installed_before_the_notebooks_are_copied(tmp_path: Pa
         assert 0 < text.index(step) < notebooks
 
 
-def test_the_execution_image_only_adds_the_execution_packages(tmp_path: Path) -> None:
-    serving, execution = render(example(tmp_path)), render(tmp_path, execute=True)
+@pytest.mark.parametrize(
+    ("installer", "command"),
+    [("uv", ". /tmp/nbdock-uv/pip-settings && uv pip install"), ("pip", "/opt/nbdock/venv/bin/pip install")],
+)
+def test_the_execution_image_only_adds_the_execution_packages(tmp_path: Path, installer: str, command: str) -> None:
+    serving = render(example(tmp_path, INSTALLER=installer))
+    execution = render(tmp_path, execute=True)
     added = [line for line in execution.splitlines() if line not in serving.splitlines()]
-    assert added == ["RUN umask 0002 && /opt/nbdock/venv/bin/pip install papermill==2.7.0 nbconvert==7.17.2 "
-                     "ipykernel==7.4.0"]
+    assert added == [f"RUN umask 0002 && {command} papermill==2.7.0 nbconvert==7.17.2 ipykernel==7.4.0"]
+
+
+def test_pip_keeps_the_way_before_uv(tmp_path: Path) -> None:
+    text = render(example(tmp_path, INSTALLER="pip"), execute=True)
+    assert "uv" not in text.replace("jupyterlab.NeverCheckForUpdate", "")
+    assert "RUN umask 0002 && python3 -m venv /opt/nbdock/venv \\\n && /opt/nbdock/venv/bin/pip install" in text
+    assert "cd /opt/nbdock/project && /opt/nbdock/venv/bin/pip install -r requirements.txt\n" in text
+
+
+def test_uv_is_pinned_and_stays_in_the_build_stage(tmp_path: Path) -> None:
+    text = render(example(tmp_path), execute=True)
+    final_stage = text[text.rindex("\nFROM ") :]
+    assert "pip install --quiet --target /tmp/nbdock-uv uv==" in text
+    assert "uv" not in final_stage and "/tmp/nbdock" not in final_stage
+    # pip stays in the environment (python3 -m venv seeds it) for `%pip install` at run time.
+    assert "python3 -m venv /opt/nbdock/venv" in text
+
+
+@pytest.mark.parametrize(
+    ("requirements", "options"),
+    [
+        ("six==1.16.0 --hash=sha256:" + "0" * 64 + "\n", "--require-hashes -r requirements.txt"),
+        ("--pre\nsix\n", "--prerelease allow -r requirements.txt"),
+        ("--trusted-host a.example\n--trusted-host=b.example:8080\nsix\n",
+         "--allow-insecure-host a.example --allow-insecure-host b.example:8080 -r requirements.txt"),
+    ],
+)
+def test_what_uv_reads_only_from_its_command_line_is_put_there(
+    tmp_path: Path, requirements: str, options: str
+) -> None:
+    example(tmp_path)
+    (tmp_path / "requirements.txt").write_text(requirements)
+    assert f"uv pip install {options}\n" in render(tmp_path)
+    (tmp_path / ".env").write_text((tmp_path / ".env").read_text() + "INSTALLER=pip\n")
+    assert "/opt/nbdock/venv/bin/pip install -r requirements.txt\n" in render(tmp_path)
+
+
+def test_metadata_is_set_once_in_the_shared_stage(tmp_path: Path) -> None:
+    text = render(example(tmp_path))
+    system = text[: text.index("\nFROM system AS environment")]
+    for instruction in ("ENV ", "WORKDIR ", "EXPOSE ", "HEALTHCHECK ", "ENTRYPOINT ", "CMD "):
+        assert f"\n{instruction}" in system, instruction
+    final_stage = text[text.rindex("\nFROM ") :]
+    assert [line.split()[0] for line in final_stage.splitlines() if line and line[0].isupper()] == [
+        "FROM", "COPY", "LABEL", "COPY"
+    ]
+    assert "COPY --from=environment /opt/nbdock /opt/nbdock\n" in final_stage  # ownership kept, no chown
 
 
 def test_the_ca_bundle_stays_in_the_build_stage(tmp_path: Path) -> None:

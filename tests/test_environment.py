@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -120,3 +121,41 @@ def test_a_runtime_that_is_not_python_is_refused(tmp_path: Path) -> None:
     write(tmp_path, {"runtime.txt": "r-4.1-2022-01-01\n"})
     with pytest.raises(NbdockError, match=r"runtime\.txt says 'r-4\.1-2022-01-01'"):
         read_environment(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"requirements.txt": "six\nmypkg --global-option=--fast\n"},
+         "requirements.txt line 2: uv does not take --global-option on a requirement line"),
+        ({"requirements.txt": "-r more.txt\n", "more.txt": "six --config-settings=key=value\n"},
+         "more.txt line 1: uv does not take --config-settings"),
+        ({"requirements.txt": "--prefer-binary\nsix\n"}, "requirements.txt line 1: uv has no --prefer-binary"),
+        ({"binder/requirements.txt": "--find-links wheels\nsix\n", "wheels/six.whl": ""},
+         "binder/requirements.txt line 1: --find-links wheels is found from the project folder, as pip "
+         "finds it, but uv looks for it beside the file; write it as ../wheels"),
+    ],
+)
+def test_what_uv_would_read_otherwise_than_pip_is_named_before_building(
+    tmp_path: Path, files: dict[str, str], message: str
+) -> None:
+    write(tmp_path, files)
+    with pytest.raises(NbdockError, match=re.escape(message)) as raised:
+        read_environment(tmp_path, installer="uv")
+    assert "INSTALLER=pip" in str(raised.value) and "\n" not in str(raised.value)
+    read_environment(tmp_path, installer="pip")  # pip reads it as it always has
+
+
+def test_what_pip_reads_from_a_file_and_uv_from_its_command_line_is_recorded(tmp_path: Path) -> None:
+    write(tmp_path, {"requirements.txt": "-r more.txt\n--pre\n--trusted-host a.example\nsix\n",
+                     "more.txt": "toolz==1.0.0 \\\n  --hash=sha256:" + "0" * 64 + "\n--trusted-host a.example\n"})
+    environment = read_environment(tmp_path, installer="uv")
+    assert (environment.hashes, environment.pre, environment.trusted_hosts) == (True, True, ("a.example",))
+    plain = read_environment(write(tmp_path / "plain", {"requirements.txt": "six\n"}), installer="uv")
+    assert (plain.hashes, plain.pre, plain.trusted_hosts) == (False, False, ())
+
+
+def test_find_links_beside_a_top_level_file_is_the_same_for_uv_and_pip(tmp_path: Path) -> None:
+    write(tmp_path, {"requirements.txt": "--find-links wheels\nsix\n", "wheels/six.whl": ""})
+    assert read_environment(tmp_path, installer="uv").sources == (
+        PurePosixPath("requirements.txt"), PurePosixPath("wheels"))

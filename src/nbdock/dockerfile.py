@@ -14,7 +14,9 @@ from pathlib import Path
 
 from nbdock import contract, jupyter
 from nbdock.context import ContextPlan, outermost
+from nbdock.environment import Environment
 from nbdock.errors import NbdockError
+from nbdock.settings_declared import UV_REQUIREMENT
 
 
 def default_file(name: str) -> Path:
@@ -30,6 +32,15 @@ def template_path(project_dir: Path) -> Path:
 def _quoted(packages: str) -> str:
     """pip requirement specifiers for a shell line: `jupyterlab>=4` must not become a redirection."""
     return " ".join(shlex.quote(spec) for spec in packages.split())
+
+
+def _uv_options(environment: Environment) -> str:
+    """What pip takes from a requirements file and uv only from its command line."""
+    options = ["--require-hashes"] if environment.hashes else []  # pip: one hash asks for all
+    options += ["--prerelease", "allow"] if environment.pre else []
+    for host in environment.trusted_hosts:
+        options += ["--allow-insecure-host", host]
+    return "".join(f"{shlex.quote(option)} " for option in options)
 
 
 def render(plan: ContextPlan, execute: bool = False) -> str:
@@ -61,6 +72,9 @@ def render(plan: ContextPlan, execute: bool = False) -> str:
             venv=contract.VENV,
             project_source=contract.PROJECT_SOURCE,
             entrypoint=contract.ENTRYPOINT,
+            installer=settings.installer,
+            uv_requirement=_quoted(UV_REQUIREMENT),
+            requirements_options=_uv_options(environment) if settings.installer == "uv" else "",
             jupyter_packages=_quoted(settings.jupyter_packages),
             execute_packages=_quoted(settings.execute_packages),
             execute=execute,

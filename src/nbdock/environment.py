@@ -10,6 +10,7 @@ paths resolve from there and `-r`/`-c` from the file that names them (pip's own 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -27,7 +28,11 @@ _OPTION_WITH_VALUE = {
     "-i": "index", "--index-url": "index", "--extra-index-url": "index",
     "--trusted-host": "index", "--hash": "other", "--no-binary": "other", "--only-binary": "other",
     "--config-settings": "other", "--global-option": "other", "--use-feature": "other",
+    "--install-option": "other", "--build-option": "other",
 }
+# Options of a requirement line that pip takes and uv refuses.
+_NOT_FOR_UV = {"--config-settings", "--global-option", "--install-option", "--build-option"}
+_FIX_FOR_UV = f"or set INSTALLER=pip in {contract.ENV_FILE} to build with pip"
 _REMOTE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|git\+|hg\+|svn\+|bzr\+)", re.IGNORECASE)
 
 
@@ -50,6 +55,9 @@ class Environment:
     install_project: bool = False
     needs_project: bool = False
     editable: bool = False
+    hashes: bool = False
+    pre: bool = False
+    trusted_hosts: tuple[str, ...] = ()
     sources: tuple[PurePosixPath, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -117,6 +125,11 @@ class _RequirementsReader:
         self.sources: set[PurePosixPath] = set()
         self.editable = False
         self.refers_to_project = False
+        self.hashes = False
+        self.pre = False
+        self.trusted_hosts: list[str] = []
+        # Lines uv would read otherwise than pip: (where, what differs and how to fix it).
+        self.not_for_uv: list[str] = []
         self._read: set[Path] = set()
 
     def read(self, path: Path) -> None:
@@ -149,14 +162,36 @@ class _RequirementsReader:
                 if index + 2 < len(words) and words[index + 1] == "@":  # name @ url
                     requirement = words[index + 2]
                 self._requirement(where, requirement)
+                for option in words[index + 1:]:  # what follows applies to this requirement
+                    if option.startswith("--"):
+                        self._requirement_option(where, option.partition("=")[0])
                 return
             kind = _OPTION_WITH_VALUE.get(name)
             if kind is None:  # a flag such as --pre: nothing to follow
+                self._flag(where, name)
                 index += 1
                 continue
             value = attached or (words[index + 1] if index + 1 < len(words) else "")
             index += 1 if attached else 2
+            self._requirement_option(where, name)
+            if name == "--trusted-host":
+                self.trusted_hosts.append(value)
             self._option(path, where, kind, value)
+
+    def _requirement_option(self, where: str, name: str) -> None:
+        if name in _NOT_FOR_UV:
+            self.not_for_uv.append(f"{where}: uv does not take {name} on a requirement line; "
+                                   f"remove it, {_FIX_FOR_UV}")
+        self.hashes = self.hashes or name == "--hash"
+
+    def _flag(self, where: str, name: str) -> None:
+        if name == "--pre":
+            self.pre = True
+        elif name == "--prefer-binary":
+            self.not_for_uv.append(
+                f"{where}: uv has no --prefer-binary (it picks the newest version, wheel or not); "
+                f"pin the versions you want instead, {_FIX_FOR_UV}"
+            )
 
     def _option(self, path: Path, where: str, kind: str, value: str) -> None:
         if kind in {"requirement", "constraint"}:
@@ -170,7 +205,15 @@ class _RequirementsReader:
             self._requirement(where, value)
         elif kind == "find-links" and not _REMOTE.match(value):
             next_to_file = path.parent / value
-            self._relative(next_to_file if next_to_file.exists() else self.project_dir / value, where, value)
+            if next_to_file.exists():
+                self._relative(next_to_file, where, value)
+                return
+            found = self._relative(self.project_dir / value, where, value)
+            beside = PurePosixPath(os.path.relpath(self.project_dir / found, path.parent)).as_posix()
+            self.not_for_uv.append(
+                f"{where}: --find-links {value} is found from the project folder, as pip finds it, "
+                f"but uv looks for it beside the file; write it as {beside}, {_FIX_FOR_UV}"
+            )
 
     def _requirement(self, where: str, requirement: str) -> None:
         local = _local_path(requirement)
@@ -208,10 +251,13 @@ def environment_folder(project_dir: Path) -> Path:
     return found[0] if found else project_dir
 
 
-def read_environment(project_dir: Path) -> Environment:
-    """The project's environment files. Raises NbdockError, before any build, for a file
-    nbdock cannot use: an environment system it does not support (when no requirements.txt
-    stands beside it), a reference outside the project, or a missing one.
+def read_environment(project_dir: Path, installer: str = "pip") -> Environment:
+    """The project's environment files, to be installed by `installer` (uv or pip).
+
+    Raises NbdockError, before any build, for a file nbdock cannot use: an environment system
+    it does not support (when no requirements.txt stands beside it), a reference outside the
+    project, or a missing one; with uv, also for the first requirements line uv would read
+    otherwise than pip, naming the file, the line and the fix.
     """
     folder = environment_folder(project_dir)
     relative_folder = PurePosixPath(folder.relative_to(project_dir).as_posix() or ".")
@@ -237,6 +283,8 @@ def read_environment(project_dir: Path) -> Environment:
     reader = _RequirementsReader(project_dir)
     if requirements is not None:
         reader.read(project_dir / requirements)
+    if installer == "uv" and reader.not_for_uv:
+        raise NbdockError(reader.not_for_uv[0])
     post_build = present(contract.POST_BUILD)
     python = None
     runtime = present(contract.RUNTIME)
@@ -257,6 +305,9 @@ def read_environment(project_dir: Path) -> Environment:
         install_project=install_project,
         needs_project=install_project or reader.refers_to_project,
         editable=reader.editable,
+        hashes=reader.hashes,
+        pre=reader.pre,
+        trusted_hosts=tuple(dict.fromkeys(reader.trusted_hosts)),
         sources=tuple(sorted(sources, key=lambda p: p.as_posix())),
         warnings=tuple(warnings),
     )

@@ -127,8 +127,8 @@ def _build_error(project: Project, failure: BuildFailed) -> NbdockError:
     stopped = killed.killed_step(failure.error, _doing(step, project.environment.post_build))
     if stopped is not None:
         culprit = stopped
-    elif any("CERTIFICATE_VERIFY_FAILED" in line for line in failure.tail):
-        culprit = (f"pip could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
+    elif any("CERTIFICATE_VERIFY_FAILED" in line or "invalid peer certificate" in line for line in failure.tail):
+        culprit = (f"pip or uv could not verify a certificate, as behind a TLS-intercepting proxy; set CA_CERT in "
                    f"{settings.env_file} to the proxy's CA bundle (the one your own pip uses)")
     elif "pip install" in step:
         culprit = "a package that will not install: check the requirements file and the log above"

@@ -46,7 +46,7 @@ class Project:
 
     @cached_property
     def environment(self) -> Environment:
-        return read_environment(self.settings.project_dir)
+        return read_environment(self.settings.project_dir, self.settings.installer)
 
     @cached_property
     def plan(self) -> ContextPlan:

@@ -59,6 +59,7 @@ class Settings:
     container_port: int
     jupyter_token: str
     jupyter_packages: str
+    installer: str
     ca_cert: Path | None
     base_mirror: str
     ready_timeout: float

@@ -35,6 +35,8 @@ def parse_size(text: str) -> int:
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_JUPYTER_PACKAGES = "jupyterlab==4.6.6"
 DEFAULT_EXECUTE_PACKAGES = "papermill==2.7.0 nbconvert==7.17.2 ipykernel==7.4.0"
+# The uv the image's build stage installs the environment with (INSTALLER=uv), from PyPI.
+UV_REQUIREMENT = "uv==0.13.9"
 
 _NAME = r"[a-z0-9]+(?:[._-][a-z0-9]+)*"
 IMAGE_REFERENCE = re.compile(
@@ -222,6 +224,9 @@ SETTINGS: tuple[Setting, ...] = (
             shown="random"),
     Setting("JUPYTER_PACKAGES", _packages, DEFAULT_JUPYTER_PACKAGES,
             "what the image installs to serve notebooks"),
+    Setting("INSTALLER", _one_of("uv", "pip"), "uv",
+            "what installs the environment in the build: `uv` (pip's requirements files and settings kept, "
+            "pip left in the environment), or `pip`"),
     Setting("CA_CERT", _text, "",
             "PEM bundle pip trusts (TLS-intercepting proxies): used in the build, mounted at run time, "
             "never in an image",
