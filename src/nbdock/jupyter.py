@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import urllib.request
-from collections.abc import Callable
-from typing import Literal
 from urllib.parse import quote
 
 from nbdock import cache, contract
@@ -73,17 +70,3 @@ def answers(url: str, timeout: float = 2.0) -> bool:
             return response.status == 200 and "version" in json.load(response)
     except (OSError, ValueError):
         return False
-
-
-def wait_until_ready(
-    url: str, still_running: Callable[[], bool], timeout: float
-) -> Literal["ready", "exited", "timed out"]:
-    """Poll `GET /api` until the server answers, it stops running, or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not answers(url):
-        if not still_running():
-            return "exited"
-        if time.monotonic() > deadline:
-            return "timed out"
-        time.sleep(POLL_INTERVAL)
-    return "ready"

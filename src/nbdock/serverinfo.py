@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from urllib.parse import quote
 
 from nbdock import jupyter
 from nbdock.errors import NbdockError
+from nbdock.wait import wait_until
 
 # Outside the home folder, which a project's own config may have moved; any uid may write /tmp.
 RUNTIME_DIR = "/tmp/nbdock-jupyter-runtime"
@@ -121,18 +121,21 @@ def wait_until_ready(
 
     Raises NbdockError when the server runs in a way nbdock's URL cannot reach or log in to.
     """
-    deadline = time.monotonic() + timeout
     info: ServerInfo | None = None
-    while True:
+    outcome: Literal["ready", "exited", "timed out"] = "timed out"
+
+    def settled() -> bool:
+        nonlocal info, outcome
         if info is None:
             info = read(engine, container)
             trouble = problem(info, container_port, env_file) if info is not None else None
             if trouble:
                 raise NbdockError(trouble)
         if answers(info.url(host, port) if info else jupyter.base_url(host, port)):
-            return "ready", info
-        if not still_running():
-            return "exited", info
-        if time.monotonic() > deadline:
-            return "timed out", info
-        time.sleep(jupyter.POLL_INTERVAL)
+            outcome = "ready"
+        elif not still_running():
+            outcome = "exited"
+        return outcome != "timed out"
+
+    wait_until(settled, timeout, jupyter.POLL_INTERVAL)
+    return outcome, info
