@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from bench.common import (
     timed,
     wait_for_api,
 )
-from bench.updown import EXTRA_PACKAGES, DockerCli, Nbdock, Tool
+from bench.updown import EXTRA_PACKAGES, DockerCli, Nbdock, Tool, down_all
 from nbdock.settings import DEFAULT_JUPYTER_PACKAGES
 from tests.helpers.images import remove_images_built_on
 
@@ -118,11 +117,7 @@ def scenario(root: Path, base_image: str, base_id: str, runs: int) -> list[str]:
         added = measure("`up` after adding a package to requirements.txt", [nbdock, hand],
                         lambda t: (lambda: hand.up(recreate=True)) if t is hand else t.up, prepare=add_package)
     finally:
-        for tool in tools:
-            try:
-                tool.down()
-            except RuntimeError as error:
-                print(f"cleanup: {error}", file=sys.stderr)
+        down_all(tools)
         for tool in tools:
             for image in client.images.list(name=tool.name):
                 client.images.remove(image.id, force=True)

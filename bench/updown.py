@@ -146,6 +146,15 @@ class Compose(Tool):
         run(["docker-compose", "down"], self.folder)
 
 
+def down_all(tools: list[Tool]) -> None:
+    """Stop and remove what each tool started; a failure is reported and the rest go on."""
+    for tool in tools:
+        try:
+            tool.down()
+        except RuntimeError as error:
+            print(f"cleanup: {error}", file=sys.stderr)
+
+
 def _dependency_layers_reused(build_output: str) -> bool:
     """True when every RUN step of the last build came from the cache."""
     return all(
@@ -226,11 +235,7 @@ def scenario(root: Path, base_image: str, base_id: str, runs: int) -> list[str]:
         )
         lines += ["", *sizes(client, nbdock.folder, base_image), "", *startup(nbdock.folder, runs)]
     finally:
-        for tool in tools:
-            try:
-                tool.down()
-            except RuntimeError as error:
-                print(f"cleanup: {error}", file=sys.stderr)
+        down_all(tools)
         for name in ("bench-nbdock", "bench-cli", "bench-compose"):
             for image in client.images.list(name=name):
                 client.images.remove(image.id, force=True)

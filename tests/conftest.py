@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,9 @@ from tests.helpers.cluster import (
 from tests.helpers.images import remove_images_built_on
 from tests.helpers.projects import BASE_IMAGE, EXAMPLE, ProjectCopy, clean_environment, new_project
 from tests.helpers.tracker import Tracker
-from tests.helpers.wait import wait_until
+from tests.helpers.wait import answers, wait_until
 
 REGISTRY = "127.0.0.1:5000"
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -115,7 +106,7 @@ def make_project(
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real registry on loopback: the one .ci/run starts on 127.0.0.1:5000, else Debian's
     docker-registry started here on a free port (the engine trusts loopback registries)."""
-    if _answers(f"http://{REGISTRY}/v2/"):
+    if answers(f"http://{REGISTRY}/v2/"):
         yield REGISTRY
         return
     binary = shutil.which("docker-registry")
@@ -138,7 +129,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _answers(f"http://{address}/v2/"), 30, "the registry to answer")
+        wait_until(lambda: answers(f"http://{address}/v2/"), 30, "the registry to answer")
         yield address
     finally:
         process.terminate()
@@ -181,3 +172,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             yield made
         finally:
             made.close()
+
+
+@pytest.fixture
+def servers_answer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """For unit tests against the fake engine: every Jupyter server answers at once, and nbdock's
+    cache is the test's own."""
+    from nbdock import jupyter
+
+    monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,7 @@ from nbdock.server.local import LocalServer
 from nbdock.settings import load_settings
 from tests.fake_engine import FakeEngine
 
-
-@pytest.fixture(autouse=True)
-def servers_answer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: True)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    yield
+pytestmark = pytest.mark.usefixtures("servers_answer")
 
 
 def make(folder: Path, engine: FakeEngine, **env: str) -> Project:

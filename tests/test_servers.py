@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nbdock import contract, jupyter
+from nbdock import contract
 from nbdock.errors import NbdockError
 from nbdock.project import Project
 from nbdock.server.k8s import KubernetesServer
@@ -18,12 +18,7 @@ from nbdock.server.swarm import SwarmServer
 from nbdock.settings import Settings, load_settings
 from tests.fake_engine import FakeEngine
 
-
-@pytest.fixture(autouse=True)
-def servers_answer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: True)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    yield
+pytestmark = pytest.mark.usefixtures("servers_answer")
 
 
 def make(folder: Path, engine: FakeEngine, **env: str) -> Project:

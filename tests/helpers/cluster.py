@@ -39,13 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.wait import wait_until
+from tests.helpers.wait import answers, wait_until
 
 # The commands the cluster runs, and the Debian packages they come in.
 TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "mount": "mount",
@@ -108,14 +107,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _namespace_inode_of(path: Path) -> int | None:
@@ -451,7 +442,7 @@ class Cluster:
         assert self.forwarder_process.stdout is not None
         if self.forwarder_process.stdout.readline().strip() != b"ready":
             raise ClusterError(f"the registry's forwarder did not start:\n{_tail(folder / 'forwarder.log')}")
-        wait_until(lambda: _answers(f"http://{self.registry}/v2/"), 30, "the cluster's registry to answer")
+        wait_until(lambda: answers(f"http://{self.registry}/v2/"), 30, "the cluster's registry to answer")
 
     def _form_swarm(self) -> None:
         with contextlib.closing(self.client()) as manager:
