@@ -12,8 +12,9 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from nbdock import baseimage, cache, console, contract, dockerfile, killed
+from nbdock import baseimage, cache, console, contract, dockerfile, killed, localcluster
 from nbdock.context import describe_size, write_archive, write_dockerignore
 from nbdock.errors import BuildFailed, EngineAPIError, EngineUnreachable, NameConflict, NbdockError
 from nbdock.notebooks import DEFAULT_KERNEL
@@ -47,6 +48,25 @@ def for_swarm(project: Project, node: str, execute: bool = False) -> tuple[str, 
     image_id = build(project, execute=execute)
     console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
     return image_id, [f"node.id=={node}"]
+
+
+def for_k8s(project: Project, execute: bool = False) -> str:
+    """The image Kubernetes manifests name: with REGISTRY the pushed digest (see push); without
+    it the local image's own tag, built if stale (see localcluster)."""
+    settings = project.settings
+    if settings.registry:
+        return push(project, execute=execute)
+    build(project, execute=execute)
+    return settings.execute_image_name if execute else settings.image_name
+
+
+def local_in_k8s(project: Project, objects: list[dict[str, Any]], execute: bool = False) -> list[dict[str, Any]]:
+    """`objects`; without REGISTRY with every pod template using the local image (see use_local_image)."""
+    settings = project.settings
+    if settings.registry:
+        return objects
+    local = project.engine.image(settings.execute_image_name if execute else settings.image_name)
+    return localcluster.use_local_image(objects, local.id if local else "")
 
 
 def check_base(project: Project) -> None:

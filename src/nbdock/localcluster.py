@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbdock import console, image
+from nbdock import console
 from nbdock.errors import NbdockError
-from nbdock.project import Project
 
 IMAGE_ID_ANNOTATION = "nbdock.io/image-id"
 PULL_POLICY = "IfNotPresent"
@@ -93,21 +92,3 @@ def load_image(context: str, image: str, env_file: Path) -> None:
             f"{context} is running, or set REGISTRY in {env_file}"
         )
 
-
-def image_for(project: Project, execute: bool = False) -> str:
-    """The image the manifests name: with REGISTRY the pushed digest (see image.push); without
-    it the local image's own tag, built if stale."""
-    settings = project.settings
-    if settings.registry:
-        return image.push(project, execute=execute)
-    image.build(project, execute=execute)
-    return settings.execute_image_name if execute else settings.image_name
-
-
-def mark_local(project: Project, objects: list[dict[str, Any]], execute: bool = False) -> list[dict[str, Any]]:
-    """`objects`; without REGISTRY with every pod template using the local image (see use_local_image)."""
-    settings = project.settings
-    if settings.registry:
-        return objects
-    local = project.engine.image(settings.execute_image_name if execute else settings.image_name)
-    return use_local_image(objects, local.id if local else "")

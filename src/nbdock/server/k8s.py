@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-from nbdock import cache, jupyter, k8s, localcluster
+from nbdock import cache, image, jupyter, k8s, localcluster
 from nbdock.errors import NbdockError
 from nbdock.kubectl import Kubectl, KubectlLike, selector, write_manifests
 from nbdock.project import Project
@@ -31,12 +31,12 @@ def server_objects(project: Project) -> list[dict[str, Any]]:
     runs it, the image's own user, the token from a Secret file."""
     settings = project.settings
     workload = Workload(
-        name=k8s.object_name(settings.project_name), image=localcluster.image_for(project),
+        name=k8s.object_name(settings.project_name), image=image.for_k8s(project),
         command=tuple(jupyter.server_command(settings.container_port)),
         environment=jupyter.token_environment(), secrets={jupyter.TOKEN_SECRET: token(settings)},
         ports=(PublishedPort(settings.container_port, None),), resources=settings.resources,
     )
-    return localcluster.mark_local(project, k8s.server_objects(workload, settings.project_name))
+    return image.local_in_k8s(project, k8s.server_objects(workload, settings.project_name))
 
 
 def _free_port() -> int:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nbdock import k8s, localcluster
+from nbdock import image, k8s, localcluster
 from nbdock.kubectl import Kubectl, KubectlLike, selector, write_manifests
 from nbdock.project import Project
 from nbdock.training.model import OUTPUTS_TO_LOG, Training
@@ -30,13 +30,13 @@ def training_objects(project: Project, training: Training) -> list[dict[str, Any
     settings = project.settings
     hosts = k8s.worker_hosts(settings.project_name, training.workers, training.port)
     workload = Workload(
-        name=k8s.object_name(settings.project_name, "train"), image=localcluster.image_for(project, execute=True),
+        name=k8s.object_name(settings.project_name, "train"), image=image.for_k8s(project, execute=True),
         command=training.command(hosts, OUTPUT_IN_POD),
         environment={"NBDOCK_OUTPUT": OUTPUT_IN_POD, OUTPUTS_TO_LOG: "1"},
         resources=settings.resources, health_check=False,
     )
     objects = k8s.training_objects(workload, settings.project_name, training.workers, training.port)
-    return localcluster.mark_local(project, objects, execute=True)
+    return image.local_in_k8s(project, objects, execute=True)
 
 
 def completion_index(pod: dict[str, Any]) -> int:
