@@ -13,6 +13,14 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.cluster import (
+    Cluster,
+    cluster_root,
+    default_storage_driver,
+    remove_stale,
+    terminate_as_interrupt,
+    unavailable,
+)
 from tests.helpers.images import remove_images_built_on
 from tests.helpers.projects import BASE_IMAGE, REPO, ProjectCopy, clean_environment, new_project
 from tests.helpers.tracker import Tracker
@@ -149,3 +157,27 @@ def swarm(docker_client: Any) -> Iterator[bool]:
         if not bridges:  # the bridge `swarm init` made for this node
             for network in docker_client.networks.list(names=["docker_gwbridge"]):
                 network.remove()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real three-node swarm (tests/helpers/cluster.py): one manager and two workers, each an engine
+    in namespaces of its own, a registry they all pull from, and this session's folders hidden from
+    them. NBDOCK_TEST_CLUSTER_STORAGE_DRIVER picks the nodes' storage driver (default: overlay2 where
+    the kernel has overlayfs, else fuse-overlayfs). Started only for sessions that ask for it;
+    removed at the end, also after failures and interrupts. Without root or its tools it is
+    skipped, and fails instead when `CI=true`."""
+    storage_driver = os.environ.get("NBDOCK_TEST_CLUSTER_STORAGE_DRIVER") or default_storage_driver()
+    reason = unavailable(storage_driver)
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    hidden = tmp_path_factory.getbasetemp().parent
+    remove_stale()
+    with terminate_as_interrupt():
+        made = Cluster.start(cluster_root(hidden), hidden, storage_driver)
+        try:
+            yield made
+        finally:
+            made.close()
