@@ -40,6 +40,7 @@ BUILD_TAIL_LINES = 25
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _PORT_TAKEN = ("port is already allocated", "address already in use")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+UPDATE_MONITOR_NS = 10_000_000_000  # a new server task that fails within 10 s fails the update
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,20 @@ class Task:
     container_id: str | None
     ports: Mapping[int, int]
     exit_code: int | None
+    node_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Swarm node as the manager reports it: `address` is where its published ports answer,
+    `state` is ready/down/unknown, `availability` active/pause/drain."""
+
+    id: str
+    hostname: str
+    address: str
+    state: str
+    availability: str
+    manager: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,8 @@ class Service:
     id: str
     labels: Mapping[str, str]
     tasks: tuple[Task, ...]
+    update_state: str = ""  # Swarm's UpdateStatus.State: updating, completed, rollback_completed, ...
+    update_started: str = ""  # when that update started (UpdateStatus.StartedAt)
 
 
 class LineBuffer:
@@ -170,11 +187,33 @@ def remote_host(address: str) -> str | None:
     return None
 
 
-def _connect(address: str) -> DockerClient:
+def named_engine(name: str, setting: str) -> tuple[str, Any]:
+    """(address, TLS config or None) of `name`: a Docker host URL (unix://, tcp://, ssh://, ...)
+    or the name of a docker context. Raises NbdockError naming `setting` when no context has
+    that name."""
+    if "://" in name:
+        return name, None
+    from docker.context import ContextAPI
+
+    try:
+        context = ContextAPI.get_context(name)
+    except Exception:  # a broken docker config reads as no such context
+        context = None
+    if context is None or not context.Host:
+        raise NbdockError(
+            f"{setting}={name} is neither a Docker host URL (unix://, tcp://, ssh://) nor the name of a "
+            "docker context (`docker context ls` lists them); set it to one of those"
+        )
+    return str(context.Host), context.TLSConfig or None
+
+
+def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerClient:
     import docker
     import docker.errors
 
     try:
+        if explicit:
+            return docker.DockerClient(base_url=address, tls=tls or False)
         if os.environ.get("DOCKER_HOST"):
             return docker.from_env()
         context = _current_context()
@@ -275,18 +314,23 @@ def service_options(
     workload's secret names to the (id, name) of the Docker secret that holds its value.
     """
     from docker.types import (
+        DriverConfig,
         EndpointSpec,
         Healthcheck,
         Mount,
         NetworkAttachmentConfig,
         Resources,
         RestartPolicy,
+        RollbackConfig,
         SecretReference,
+        UpdateConfig,
     )
 
     resources = workload.resources
     mounts = [
-        Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+        Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only,
+              labels=dict(m.labels) or None,
+              driver_config=DriverConfig(m.driver, dict(m.driver_options) or None) if m.driver else None)
         for m in workload.mounts
     ]
     if resources.shm_size:
@@ -331,6 +375,13 @@ def service_options(
         options["healthcheck"] = Healthcheck(test=["NONE"])
     if constraints:
         options["constraints"] = constraints
+    if restart:
+        # One task at a time: the old one stops first (it holds the host port and the volume);
+        # a new one that fails within the monitor period rolls the service back to the old spec.
+        options["update_config"] = UpdateConfig(parallelism=1, order="stop-first", failure_action="rollback",
+                                                monitor=UPDATE_MONITOR_NS, max_failure_ratio=0)
+        options["rollback_config"] = RollbackConfig(parallelism=1, order="stop-first", failure_action="pause",
+                                                    monitor=UPDATE_MONITOR_NS)
     return options
 
 
@@ -372,6 +423,20 @@ def _task_record(attrs: Mapping[str, Any]) -> Task:
         container_id=container.get("ContainerID"),
         ports=ports,
         exit_code=container.get("ExitCode"),
+        node_id=attrs.get("NodeID") or None,
+    )
+
+
+def _node_record(attrs: Mapping[str, Any]) -> Node:
+    status = attrs.get("Status") or {}
+    description = attrs.get("Description") or {}
+    return Node(
+        id=str(attrs["ID"]),
+        hostname=str(description.get("Hostname", "")),
+        address=str(status.get("Addr", "")),
+        state=str(status.get("State", "")),
+        availability=str((attrs.get("Spec") or {}).get("Availability", "")),
+        manager="ManagerStatus" in attrs,
     )
 
 
@@ -442,6 +507,8 @@ class EngineLike(Protocol):
 
     def init_swarm(self, address: str) -> str: ...
 
+    def nodes(self) -> list[Node]: ...
+
     def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str: ...
 
     def secrets(self, labels: Mapping[str, str]) -> dict[str, str]: ...
@@ -450,6 +517,9 @@ class EngineLike(Protocol):
 
     def create_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
                        constraints: list[str]) -> str: ...
+
+    def update_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+                       constraints: list[str]) -> None: ...
 
     def services(self, labels: Mapping[str, str]) -> list[Service]: ...
 
@@ -467,14 +537,17 @@ class Engine:
     Every method raises a kind of NbdockError (errors.py) when the engine refuses.
     """
 
-    def __init__(self) -> None:
-        self.address = engine_address()
+    def __init__(self, address: str = "", tls: Any = None) -> None:
+        """`address` (with its `tls` config) names another engine than DOCKER_HOST's."""
+        self.address = address or engine_address()
+        self._tls = tls
+        self._explicit = bool(address)
         self._client: DockerClient | None = None
 
     @property
     def client(self) -> DockerClient:
         if self._client is None:
-            self._client = _connect(self.address)
+            self._client = _connect(self.address, self._tls, self._explicit)
         return self._client
 
     @property
@@ -748,6 +821,11 @@ class Engine:
             self.client.api.init_swarm(advertise_addr=address, listen_addr=f"{address}:2377")
         return self.swarm_node() or ""
 
+    def nodes(self) -> list[Node]:
+        """The swarm's nodes, as this manager reports them."""
+        with _classified("listing the swarm's nodes"):
+            return [_node_record(attrs) for attrs in self.client.api.nodes()]
+
     def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str:
         """A new Docker secret holding `value`; its id."""
         with _classified(f"creating the secret {name}"):
@@ -774,6 +852,17 @@ class Engine:
             created = self.client.services.create(**service_options(workload, secrets, restart, constraints))
         return str(created.id)
 
+    def update_service(
+        self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+        constraints: list[str],
+    ) -> None:
+        """Change the service `workload.name` in place to `workload`, by Swarm's own rolling
+        update (with `restart`, rolled back when the new task fails). `secrets` as in
+        `service_options`."""
+        with _classified(f"updating the service {workload.name}"):
+            self.client.services.get(workload.name).update(
+                **service_options(workload, secrets, restart, constraints))
+
     def services(self, labels: Mapping[str, str]) -> list[Service]:
         """Services that carry all of `labels`, each with its tasks."""
         with _classified("listing services"):
@@ -795,6 +884,8 @@ class Engine:
             id=str(attrs["ID"]),
             labels=dict(attrs["Spec"].get("Labels") or {}),
             tasks=tuple(_task_record(t) for t in tasks),
+            update_state=str((attrs.get("UpdateStatus") or {}).get("State", "")),
+            update_started=str((attrs.get("UpdateStatus") or {}).get("StartedAt", "")),
         )
 
     def remove_service(self, name: str) -> None:

@@ -88,6 +88,10 @@ class Settings:
     train_port: int
     train_timeout: float
     train_backend: str
+    swarm_host: str = ""
+    swarm_volume_driver: str = ""
+    swarm_volume_options: tuple[tuple[str, str], ...] = ()
+    train_workers_per_node: int = 1
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -265,6 +269,23 @@ def _mounts(value: str) -> tuple[tuple[str, bool], ...]:
     return tuple(mounts.items())
 
 
+def _engine_name(value: str) -> str:
+    value = value.strip()
+    if "://" in value and urlparse(value).scheme not in {"unix", "tcp", "ssh", "http", "https", "npipe"}:
+        raise ValueError(f"{value!r} is not a Docker host URL (unix://, tcp://, ssh://) or docker context name")
+    return value
+
+
+def _driver_options(value: str) -> tuple[tuple[str, str], ...]:
+    options: dict[str, str] = {}
+    for item in value.split():  # space-separated: an option's value may hold commas (o=addr=...,rw)
+        key, equals, option = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"{item!r} is not key=value (options are space-separated, e.g. type=nfs o=addr=...)")
+        options[key] = option
+    return tuple(options.items())
+
+
 def _memory(value: str) -> int:
     size = parse_size(value)
     if size < 6 * 2**20:
@@ -321,6 +342,10 @@ _FIELDS: dict[str, tuple[str, Parser, str | None]] = {
     "TRAIN_PORT": ("train_port", _whole(1, 65535), "2222"),
     "TRAIN_TIMEOUT": ("train_timeout", _positive("seconds"), "1800"),
     "TRAIN_BACKEND": ("train_backend", _one_of("local", "swarm", "k8s"), "local"),
+    "SWARM_HOST": ("swarm_host", _engine_name, ""),
+    "SWARM_VOLUME_DRIVER": ("swarm_volume_driver", _text, ""),
+    "SWARM_VOLUME_OPTIONS": ("swarm_volume_options", _driver_options, ""),
+    "TRAIN_WORKERS_PER_NODE": ("train_workers_per_node", _whole(1, 64), "1"),
 }
 
 KNOWN_KEYS = tuple(_FIELDS)

@@ -19,9 +19,15 @@ def require_swarm(project: Project, init: bool) -> str:
 
     Raises NbdockError saying how to get a swarm otherwise.
     """
-    node = project.engine.swarm_node()
+    node = project.swarm_engine.swarm_node()
     if node is not None:
         return node
+    if project.separate_manager:
+        raise NbdockError(
+            f"the engine SWARM_HOST={project.settings.swarm_host} names is not a Swarm manager; point "
+            f"SWARM_HOST in {project.settings.env_file} at a manager of your swarm (`docker node ls` "
+            "works there)"
+        )
     if not init:
         raise NbdockError(
             "this Docker engine is not a Swarm manager; join or create a swarm (`docker swarm init`), "
@@ -36,6 +42,12 @@ def image_for_swarm(project: Project, node: str, execute: bool = False) -> tuple
     local image pinned to this node, where it exists."""
     if project.settings.registry:
         return image.push(project, execute=execute), []
+    if project.separate_manager:
+        raise NbdockError(
+            f"SWARM_HOST={project.settings.swarm_host} is another engine than the one that builds, so "
+            f"its nodes can only pull the image from a registry; set REGISTRY in {project.settings.env_file} "
+            "to one every node reaches, such as registry.example:5000/team"
+        )
     image_id = image.build(project, execute=execute)
     console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
     return image_id, [f"node.id=={node}"]
