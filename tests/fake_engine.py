@@ -204,6 +204,10 @@ class FakeEngine:
         self.service_constraints[workload.name] = list(constraints)
         self.updates[workload.name] = self.updates.get(workload.name, 0) + 1
 
+    def restore_previous(self, name: str) -> bool:
+        self.calls.append(f"restore service {name}")
+        return False
+
     def services(self, labels: Mapping[str, str]) -> list[Service]:
         return [self._service_record(name) for name, workload in self.service_workloads.items()
                 if _matches(workload.labels, labels)]

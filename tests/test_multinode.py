@@ -184,7 +184,7 @@ def test_an_update_that_cannot_start_rolls_back_and_the_old_server_answers(
         good = (project.path / ".env").read_text()
         (project.path / ".env").write_text(good + "".join(f"{k}={v}\n" for k, v in broken.items()))
         failed = project.invoke("swarm.up")
-        message = assert_one_line_failure(failed, "did not start", said, "rolled the service back")
+        message = assert_one_line_failure(failed, "did not start", said, "rolled back")
         if "MEMORY" in broken:
             assert "raise MEMORY" in message
         assert answers(host, port, token)  # the previous server, its token and volume

@@ -84,6 +84,7 @@ class Task:
     ports: Mapping[int, int]
     exit_code: int | None
     node_id: str | None = None
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -424,6 +425,7 @@ def _task_record(attrs: Mapping[str, Any]) -> Task:
         ports=ports,
         exit_code=container.get("ExitCode"),
         node_id=attrs.get("NodeID") or None,
+        id=str(attrs.get("ID", "")),
     )
 
 
@@ -520,6 +522,8 @@ class EngineLike(Protocol):
 
     def update_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
                        constraints: list[str]) -> None: ...
+
+    def restore_previous(self, name: str) -> bool: ...
 
     def services(self, labels: Mapping[str, str]) -> list[Service]: ...
 
@@ -862,6 +866,22 @@ class Engine:
         with _classified(f"updating the service {workload.name}"):
             self.client.services.get(workload.name).update(
                 **service_options(workload, secrets, restart, constraints))
+
+    def restore_previous(self, name: str) -> bool:
+        """Update the service `name` back to the spec it had before its last update (what
+        `docker service rollback` does); False when it has none."""
+        with _classified(f"rolling back the service {name}"):
+            attrs = self.client.api.inspect_service(name)
+            previous = attrs.get("PreviousSpec")
+            if not previous:
+                return False
+            self.client.api.update_service(
+                attrs["ID"], attrs["Version"]["Index"], task_template=previous["TaskTemplate"],
+                name=previous["Name"], labels=previous.get("Labels"), mode=previous.get("Mode"),
+                update_config=previous.get("UpdateConfig"), rollback_config=previous.get("RollbackConfig"),
+                endpoint_spec=previous.get("EndpointSpec"),
+            )
+        return True
 
     def services(self, labels: Mapping[str, str]) -> list[Service]:
         """Services that carry all of `labels`, each with its tasks."""

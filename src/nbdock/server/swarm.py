@@ -32,6 +32,14 @@ UPDATE_SETTLE = 30.0  # seconds beyond READY_TIMEOUT that Swarm's update (and it
 VOLUME_NODES = "swarm-volume-nodes"  # cache kind: the node that holds a server's notebooks volume
 
 
+def _failed_ids(service: Service) -> frozenset[str]:
+    return frozenset(task.id for task in service.tasks if task.state in TASK_FAILED)
+
+
+class ServerFailed(NbdockError):
+    """The server's task failed or never answered; `reason` says how, in one clause."""
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
@@ -121,7 +129,7 @@ class SwarmServer:
         engine = self.project.swarm_engine
         if current is not None and current.labels.get(contract.LABEL_STATE) == wanted.labels[contract.LABEL_STATE]:
             console.info(f"Service {self.name} is already running as wanted.")
-            return self._until_ready()
+            return self._until_ready(_failed_ids(current))  # failures of earlier tasks are no news
         if current is not None:
             # Updated in place by Swarm, rolled back if the new task fails. The endpoint mode is
             # dnsrr in every spec nbdock writes, so no stale address is left in DNS.
@@ -156,7 +164,26 @@ class SwarmServer:
 
     def _until_updated(self, before: str, secret: str) -> str:
         """Wait for Swarm's update to end; the URL once the new server answers. Raises
-        NbdockError saying what failed when Swarm rolled back (the previous server answers again)."""
+        NbdockError saying what failed when the update was rolled back (by Swarm, when the new
+        task failed within its monitor period, or here, when it failed later or never answered):
+        the previous server answers again."""
+        try:
+            return self._until_update_ends(before, secret)
+        except ServerFailed as failure:
+            engine = self.project.swarm_engine
+            service = self.service()
+            if service is None or not engine.restore_previous(self.name):
+                raise
+            self._until_update_ends(service.update_started, secret, check=False)
+            raise self._rolled_back(failure.reason) from None
+
+    def _rolled_back(self, reason: str) -> NbdockError:
+        return NbdockError(
+            f"the new settings of {self.name} did not start ({reason}); the service was rolled back "
+            "and the previous server answers again (`invoke swarm.url` prints its URL)"
+        )
+
+    def _until_update_ends(self, before: str, secret: str, check: bool = True) -> str:
         ended = {"completed", "rollback_completed", "paused", "rollback_paused"}
         found: list[Service] = []
 
@@ -171,21 +198,21 @@ class SwarmServer:
         if not wait_until(settled, timeout, jupyter.POLL_INTERVAL):
             self._did_not_come_up(f"Swarm's update did not end within {timeout:g} s")
         state = found[0].update_state
+        if state == "completed" and not check:
+            return self._until_ready(_failed_ids(found[0]))
         if state == "completed":
+            url = self._until_ready()
             engine = self.project.swarm_engine
             for stale in set(engine.secrets(self.settings.labels)) - {secret}:
                 if stale.startswith(f"{self.name}-token-"):
                     engine.remove_secret(stale)
-            return self._until_ready()
+            return url
         nodes = self._nodes()
         failed = [task for task in found[0].tasks if task.state in TASK_FAILED and task.error]
         reason = self._failure(failed[0], nodes, self._image) if failed else f"Swarm's update ended {state}"
         if state == "rollback_completed":
-            self._until_ready()
-            raise NbdockError(
-                f"the new settings of {self.name} did not start ({reason}); Swarm rolled the service back "
-                "and the previous server answers again (`invoke swarm.url` prints its URL)"
-            )
+            self._until_ready(_failed_ids(found[0]))
+            raise self._rolled_back(reason)
         raise NbdockError(f"Swarm's update of {self.name} stopped ({state}: {reason}); `docker service ps "
                           f"{self.name}` on the manager shows its tasks")
 
@@ -259,9 +286,10 @@ class SwarmServer:
                     f"{settings.env_file} to another port")
         return f"on {where}: {task.error}"
 
-    def _until_ready(self) -> str:
+    def _until_ready(self, ignore: frozenset[str] = frozenset()) -> str:
         """Poll the published port every POLL_INTERVAL; look at the service's tasks (several
-        engine calls) only every TASKS_INTERVAL seconds, or until a port is known."""
+        engine calls) only every TASKS_INTERVAL seconds, or until a port is known. Failed tasks
+        whose ids are in `ignore` (those of a spec rolled back) say nothing."""
         looked_at = 0.0
         address = url = states = ""
 
@@ -278,7 +306,8 @@ class SwarmServer:
                     address = jupyter.base_url(*endpoint)
                     url = jupyter.lab_url(*endpoint, self.token)
                 states = ", ".join(task.state for task in service.tasks) or "none"
-                failed = [task for task in service.tasks if task.state in TASK_FAILED and task.error]
+                failed = [task for task in service.tasks
+                          if task.state in TASK_FAILED and task.error and task.id not in ignore]
                 unplaced = [task for task in service.tasks[:1]
                             if task.state == "pending" and "no suitable node" in task.error]
                 if failed or unplaced:
@@ -345,7 +374,8 @@ class SwarmServer:
     def _did_not_come_up(self, reason: str) -> NoReturn:
         lines = list(self.project.swarm_engine.service_logs(self.name))
         console.detail("".join(lines).splitlines()[-30:])
-        raise NbdockError(f"the service {self.name} did not come up ({reason}); the end of its log is above")
+        raise ServerFailed(f"the service {self.name} did not come up ({reason}); the end of its log is above",
+                           reason=reason)
 
     def _remove_service_and_secrets(self) -> list[str]:
         engine = self.project.swarm_engine
