@@ -56,6 +56,7 @@ class SwarmBackend:
         self.network, self.names = engine_names(project, training)
         self.hosts = [f"{name}:{training.port}" for name in self.names]
         self.started: set[int] = set()
+        self.final_logs: dict[int, list[str]] = {}
         self._network_made = False
 
     def start(self, folder: Path) -> None:
@@ -97,13 +98,16 @@ class SwarmBackend:
             time.sleep(TASKS_INTERVAL)
 
     def logs(self, index: int) -> list[str]:
+        if index in self.final_logs:
+            return self.final_logs[index]
         return "".join(self.engine.service_logs(self.names[index])).splitlines()
 
     def follow(self, index: int) -> Iterator[str]:
         yield from self.engine.service_logs(self.names[index], follow=True)
 
     def stop_all(self) -> None:
-        for index in self.started:
+        for index in self.started:  # a removed service has no log left to read: keep it first
+            self.final_logs[index] = self.logs(index)
             self.engine.remove_service(self.names[index])
 
     def remove_all(self) -> None:
