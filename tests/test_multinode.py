@@ -91,6 +91,14 @@ def test_a_context_name_that_does_not_exist_is_one_line(remote_project: Callable
     assert_one_line_failure(project.invoke("swarm.up"), "SWARM_HOST=no-such-context-here", "docker context")
 
 
+def test_a_manager_that_does_not_answer_is_one_line(remote_project: Callable[..., ProjectCopy],
+                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    socket = tmp_path_factory.mktemp("nowhere") / "docker.sock"
+    project = remote_project(SWARM_HOST=f"unix://{socket}")
+    assert_one_line_failure(project.invoke("swarm.up"), "cannot reach the swarm manager", "SWARM_HOST")
+    assert_one_line_failure(project.invoke("swarm.status"), "cannot reach the swarm manager")
+
+
 def test_a_registry_the_nodes_cannot_reach_is_one_line_naming_the_node_and_the_service_is_removed(
     remote_project: Callable[..., ProjectCopy], registry: str, node_trackers: list[Tracker], cluster: Cluster
 ) -> None:

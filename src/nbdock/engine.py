@@ -227,6 +227,11 @@ def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerCli
                 f"you may not use the Docker engine at {address} (permission denied); add your "
                 "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
             ) from None
+        if explicit:  # the swarm manager SWARM_HOST names
+            raise EngineUnreachable(
+                f"cannot reach the swarm manager at {address} ({reason}); check that its engine runs and "
+                "that SWARM_HOST names it (a Docker host URL or a docker context)"
+            ) from None
         raise EngineUnreachable(
             f"cannot reach the Docker engine at {address} ({reason}); start it (`sudo dockerd &` "
             "or Docker Desktop) or point DOCKER_HOST at a running engine"
