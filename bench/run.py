@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import bigdata, execute, handwritten, swarm, train, updown
+from bench import bigdata, cluster, execute, handwritten, swarm, train, updown
 from bench.common import REPO, docker_client, run
 
 RESULTS = REPO / "bench" / "RESULTS.md"
@@ -27,6 +27,7 @@ Scenario = Callable[[Path, str, str, int], list[str]]
 SCENARIOS: dict[str, Scenario] = {
     "bigdata": lambda root, base, base_id, runs: bigdata.scenario(root, base, runs),
     "swarm": lambda root, base, base_id, runs: swarm.scenario(root, base, runs),
+    "cluster": lambda root, base, base_id, runs: cluster.scenario(root, base, runs),
     "train": lambda root, base, base_id, runs: train.scenario(root, base, runs),
     "execute": lambda root, base, base_id, runs: execute.scenario(root, base, runs),
     "handwritten": handwritten.scenario,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO
 
 from nbdock import contract
-from nbdock.engine import Container, Image, Service, Task
+from nbdock.engine import Container, Image, Node, Service, Task
 from nbdock.errors import NameConflict, NotFound, PortTaken
 from nbdock.workload import Workload
 
@@ -28,6 +28,8 @@ class FakeEngine:
     remote_host: str | None = None
     node: str | None = None  # this engine's Swarm node id: None when it is no manager
     service_workloads: dict[str, Workload] = field(default_factory=dict)
+    service_constraints: dict[str, list[str]] = field(default_factory=dict)
+    updates: dict[str, int] = field(default_factory=dict)  # service name -> how often it was updated
     task_states: dict[str, str] = field(default_factory=dict)  # service name -> its task's state
     secret_values: dict[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
     volume_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
@@ -163,6 +165,9 @@ class FakeEngine:
         self.node = "node1"
         return self.node
 
+    def nodes(self) -> list[Node]:
+        return [Node(self.node, "fake", "127.0.0.1", "ready", "active", True)] if self.node else []
+
     def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str:
         self.calls.append(f"create secret {name}")
         self.secret_values[name] = (value, dict(labels))
@@ -181,6 +186,7 @@ class FakeEngine:
         if workload.name in self.service_workloads:
             raise NameConflict(f"the service {workload.name} exists")
         self.service_workloads[workload.name] = workload
+        self.service_constraints[workload.name] = list(constraints)
         self.task_states.setdefault(workload.name, "running")
         return f"service-{workload.name}"
 
@@ -189,8 +195,21 @@ class FakeEngine:
         ports = {p.container_port: p.host_port or 30000 + index for index, p in enumerate(workload.ports)}
         state = self.task_states.get(name, "running")
         task = Task(state=state, error="it broke" if state == "failed" else "", container_id=None, ports=ports,
-                    exit_code=1 if state == "failed" else 0)
-        return Service(name=name, id=f"service-{name}", labels=dict(workload.labels), tasks=(task,))
+                    exit_code=1 if state == "failed" else 0, node_id=self.node)
+        updates = self.updates.get(name, 0)
+        return Service(name=name, id=f"service-{name}", labels=dict(workload.labels), tasks=(task,),
+                       update_state="completed" if updates else "", update_started=str(updates or ""))
+
+    def update_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+                       constraints: list[str]) -> None:
+        self.calls.append(f"update service {workload.name}")
+        self.service_workloads[workload.name] = workload
+        self.service_constraints[workload.name] = list(constraints)
+        self.updates[workload.name] = self.updates.get(workload.name, 0) + 1
+
+    def restore_previous(self, name: str) -> bool:
+        self.calls.append(f"restore service {name}")
+        return False
 
     def services(self, labels: Mapping[str, str]) -> list[Service]:
         return [self._service_record(name) for name, workload in self.service_workloads.items()

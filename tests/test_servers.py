@@ -73,7 +73,7 @@ def test_swarm_down_keeps_the_notebooks_volume_unless_asked(tmp_path: Path) -> N
 def test_a_swarm_service_whose_task_fails_is_removed_with_its_secret(tmp_path: Path) -> None:
     engine = FakeEngine(node="node1")
     engine.task_states[contract.dns_label("nbdock-demo")] = "failed"
-    with pytest.raises(NbdockError, match=r"did not come up \(it broke\)"):
+    with pytest.raises(NbdockError, match=r"did not come up \(on node fake \(127\.0\.0\.1\): it broke\)"):
         SwarmServer(make(tmp_path, engine, HOST_IP="0.0.0.0")).up()
     assert not engine.service_workloads and not engine.secret_values and not engine.volume_labels
 

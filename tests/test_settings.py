@@ -85,6 +85,9 @@ def test_an_empty_value_means_the_default(tmp_path: Path) -> None:
         ("REGISTRY=http://registry:5000", "not a valid registry"),
         ("K8S_NAMESPACE=Team_A", "not a valid Kubernetes namespace"),
         ("TRAIN_WORKERS=0", "outside 1..64"),
+        ("SWARM_HOST=ftp://manager", "not a Docker host URL"),
+        ("SWARM_VOLUME_OPTIONS=type=nfs device", "'device' is not key=value"),
+        ("TRAIN_WORKERS_PER_NODE=0", "outside 1..64"),
     ],
 )
 def test_an_invalid_value_names_the_key_the_file_and_the_reason(
@@ -97,6 +100,12 @@ def test_an_invalid_value_names_the_key_the_file_and_the_reason(
     assert message.startswith(line.split("=")[0] + " in " + str(tmp_path / ".env"))
     assert reason in message
     assert "\n" not in message
+
+
+def test_volume_driver_options_are_space_separated_so_a_value_may_hold_commas(tmp_path: Path) -> None:
+    write_env(tmp_path, "SWARM_VOLUME_OPTIONS=type=nfs o=addr=10.0.0.5,rw device=:/exports/nb\n")
+    assert load_settings(tmp_path, environ={}).swarm_volume_options == (
+        ("type", "nfs"), ("o", "addr=10.0.0.5,rw"), ("device", ":/exports/nb"))
 
 
 def test_an_invalid_flag_is_named_as_the_user_typed_it(tmp_path: Path) -> None:

@@ -93,7 +93,8 @@ def assert_trained(project: ProjectCopy, result: Result, workers: int = 2) -> Pa
     assert len(set(digests)) == 1, digests
     first, last = map(float, LOSS.search((folder / "worker-0.log").read_text()).groups())  # type: ignore[union-attr]
     assert last < first
-    table = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    indexes = [[str(index)] for index in range(workers)]
+    table = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in indexes]
     assert [row[-2] for row in table[-workers:]] == ["ok"] * workers
     return folder
 

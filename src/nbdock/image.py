@@ -45,6 +45,12 @@ def for_swarm(project: Project, node: str, execute: bool = False) -> tuple[str, 
     REGISTRY, else the local image pinned to the node `node`, where it exists."""
     if project.settings.registry:
         return push(project, execute=execute), []
+    if project.separate_manager:
+        raise NbdockError(
+            f"SWARM_HOST={project.settings.swarm_host} is another engine than the one that builds, so "
+            f"its nodes can only pull the image from a registry; set REGISTRY in {project.settings.env_file} "
+            "to one every node reaches, such as registry.example:5000/team"
+        )
     image_id = build(project, execute=execute)
     console.info("REGISTRY is not set: the service runs on this node only, where the image is.")
     return image_id, [f"node.id=={node}"]

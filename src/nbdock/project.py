@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 class Project:
     """The notebooks project in `settings.project_dir`, on the engine that DOCKER_HOST names."""
 
-    def __init__(self, settings: Settings, engine: EngineLike | None = None) -> None:
+    def __init__(self, settings: Settings, engine: EngineLike | None = None,
+                 swarm_engine: EngineLike | None = None) -> None:
         self.settings = settings
         self._engine = engine
+        self._swarm_engine = swarm_engine
 
     @cached_property
     def engine(self) -> EngineLike:
@@ -43,6 +45,24 @@ class Project:
 
             self._engine = Engine()
         return self._engine
+
+    @cached_property
+    def swarm_engine(self) -> EngineLike:
+        """The engine of the swarm manager that SWARM_HOST names (a Docker host URL or a docker
+        context); without SWARM_HOST, or when it names the build engine, `engine` itself."""
+        if self._swarm_engine is None:
+            from nbdock.engine import Engine, named_engine
+
+            address, tls = named_engine(self.settings.swarm_host, "SWARM_HOST") if self.settings.swarm_host \
+                else ("", None)
+            same = not address or address == getattr(self.engine, "address", None)
+            self._swarm_engine = self.engine if same else Engine(address, tls)
+        return self._swarm_engine
+
+    @property
+    def separate_manager(self) -> bool:
+        """Whether services run through another engine than the one that builds."""
+        return self.swarm_engine is not self.engine
 
     @cached_property
     def environment(self) -> Environment:

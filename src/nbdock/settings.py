@@ -81,6 +81,10 @@ class Settings:
     train_timeout: float
     train_backend: str
     restart: str
+    swarm_host: str = ""
+    swarm_volume_driver: str = ""
+    swarm_volume_options: tuple[tuple[str, str], ...] = ()
+    train_workers_per_node: int = 1
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -161,6 +165,7 @@ class Flag:
 
 
 _FIELDS: dict[str, tuple[str, Parser, str | None]] = {d.key: (d.attribute, d.parse, d.default) for d in SETTINGS}
+
 KNOWN_KEYS = tuple(_FIELDS)
 __all__ = ["DEFAULT_BASE_IMAGE", "DEFAULT_EXECUTE_PACKAGES", "DEFAULT_JUPYTER_PACKAGES", "ENV_PREFIX",
            "IMAGE_REFERENCE", "KNOWN_KEYS", "RETIRED", "SETTINGS", "Flag", "Setting", "Settings", "default_for",

@@ -175,6 +175,23 @@ def _one_of(*choices: str) -> Parser:
     return parse
 
 
+def _engine_name(value: str) -> str:
+    value = value.strip()
+    if "://" in value and urlparse(value).scheme not in {"unix", "tcp", "ssh", "http", "https", "npipe"}:
+        raise ValueError(f"{value!r} is not a Docker host URL (unix://, tcp://, ssh://) or docker context name")
+    return value
+
+
+def _driver_options(value: str) -> tuple[tuple[str, str], ...]:
+    options: dict[str, str] = {}
+    for item in value.split():  # space-separated: an option's value may hold commas (o=addr=...,rw)
+        key, equals, option = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"{item!r} is not key=value (options are space-separated, e.g. type=nfs o=addr=...)")
+        options[key] = option
+    return tuple(options.items())
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting, declared once: its KEY (the `Settings` attribute is its lower case), the
@@ -266,6 +283,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRY", _optional(_matching(_REGISTRY, "registry such as registry.example:5000/team")), "",
             "where `push` sends the image (`registry.example:5000/team`)",
             shown="none"),
+    Setting("SWARM_HOST", _engine_name, "",
+            "the swarm manager `swarm.*` and Swarm training deploy through: a Docker host URL (`ssh://user@manager`, "
+            "`tcp://…`, `unix://…`) or a docker context name; another engine than the build engine needs `REGISTRY`",
+            shown="the build engine"),
+    Setting("SWARM_VOLUME_DRIVER", _text, "",
+            "a volume driver every node mounts for the Swarm server's notebooks; unset, the server stays on the "
+            "node holding its volume",
+            shown="none (local)"),
+    Setting("SWARM_VOLUME_OPTIONS", _driver_options, "",
+            "that driver's options, space-separated `key=value` (`type=nfs o=addr=10.0.0.5,rw device=:/exports/nb`)",
+            shown="none"),
     Setting("K8S_CONTEXT", _text, "",
             "kubectl context for `k8s.*` and `train --backend k8s`",
             shown="kubectl's current"),
@@ -280,6 +308,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a whole training run may take"),
     Setting("TRAIN_BACKEND", _one_of("local", "swarm", "k8s"), "local",
             "where `invoke train` runs: `local`, `swarm` or `k8s`"),
+    Setting("TRAIN_WORKERS_PER_NODE", _whole(1, 64), "1",
+            "on Swarm, at most this many workers on one node"),
     Setting("RESTART", _matching(_RESTART, "restart policy: no, unless-stopped, always or on-failure[:N]"),
             "unless-stopped",
             "Docker's restart policy for the server: back after a reboot or an engine restart, at the same URL "

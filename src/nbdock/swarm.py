@@ -4,6 +4,7 @@ removed services' containers are gone (the image its nodes run is `image.for_swa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from nbdock import console
 from nbdock.engine import EngineLike
@@ -13,14 +14,21 @@ from nbdock.wait import wait_until
 GONE_TIMEOUT = 60.0  # seconds a removed service's tasks get to let go of ports, volumes and networks
 
 
-def require_swarm(engine: EngineLike, init: bool) -> str:
+def require_swarm(engine: EngineLike, init: bool, manager: str = "", env_file: Path | None = None) -> str:
     """This node's id as a Swarm manager; with `init`, make a single-node swarm when there is none.
+    `manager` is SWARM_HOST (set in `env_file`) when it names another engine than the build engine:
+    no swarm is made there.
 
     Raises NbdockError saying how to get a swarm otherwise.
     """
     node = engine.swarm_node()
     if node is not None:
         return node
+    if manager:
+        raise NbdockError(
+            f"the engine SWARM_HOST={manager} names is not a Swarm manager; point SWARM_HOST in "
+            f"{env_file or '.env'} at a manager of your swarm (`docker node ls` works there)"
+        )
     if not init:
         raise NbdockError(
             "this Docker engine is not a Swarm manager; join or create a swarm (`docker swarm init`), "

@@ -27,6 +27,11 @@ class Mount:
     target: str
     read_only: bool = False
     kind: Literal["bind", "volume"] = "bind"
+    # A volume that Swarm creates on a node for a task gets these labels, and this volume
+    # driver with its options (empty: the node's local driver).
+    labels: tuple[tuple[str, str], ...] = ()
+    driver: str = ""
+    driver_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

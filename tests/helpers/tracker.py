@@ -59,7 +59,8 @@ class Tracker:
         return found
 
     def swarm_active(self) -> bool:
-        return bool(self.client.info().get("Swarm", {}).get("LocalNodeState") == "active")
+        swarm = self.client.info().get("Swarm", {})  # services and secrets: a manager's to list
+        return bool(swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"))
 
     def cleanup(self, images: bool = True) -> None:
         swarm = self.swarm_active()

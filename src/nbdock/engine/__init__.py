@@ -9,11 +9,11 @@ words catch a kind and word the hint.
 from __future__ import annotations
 
 from nbdock.console import LineBuffer
-from nbdock.engine.connection import engine_address, remote_host
+from nbdock.engine.connection import engine_address, named_engine, remote_host
 from nbdock.engine.containers import Containers, _secrets_archive, container_options
 from nbdock.engine.images import Images
 from nbdock.engine.protocol import EngineLike
-from nbdock.engine.records import Container, Image, Service, Task
+from nbdock.engine.records import Container, Image, Node, Service, Task
 from nbdock.engine.swarm import Swarm, service_options
 
 
@@ -28,6 +28,6 @@ class Engine(Images, Containers, Swarm):
 
 
 __all__ = [
-    "Container", "Engine", "EngineLike", "Image", "LineBuffer", "Service", "Task", "_secrets_archive",
-    "container_options", "engine_address", "remote_host", "service_options",
+    "Container", "Engine", "EngineLike", "Image", "LineBuffer", "Node", "Service", "Task", "_secrets_archive",
+    "container_options", "engine_address", "named_engine", "remote_host", "service_options",
 ]

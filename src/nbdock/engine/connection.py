@@ -14,6 +14,7 @@ from nbdock.errors import (
     EnginePermissionDenied,
     EngineUnreachable,
     NameConflict,
+    NbdockError,
     NotFound,
     PortTaken,
 )
@@ -85,11 +86,33 @@ def remote_host(address: str) -> str | None:
     return None
 
 
-def _connect(address: str) -> DockerClient:
+def named_engine(name: str, setting: str) -> tuple[str, Any]:
+    """(address, TLS config or None) of `name`: a Docker host URL (unix://, tcp://, ssh://, ...)
+    or the name of a docker context. Raises NbdockError naming `setting` when no context has
+    that name."""
+    if "://" in name:
+        return name, None
+    from docker.context import ContextAPI
+
+    try:
+        context = ContextAPI.get_context(name)
+    except Exception:  # a broken docker config reads as no such context
+        context = None
+    if context is None or not context.Host:
+        raise NbdockError(
+            f"{setting}={name} is neither a Docker host URL (unix://, tcp://, ssh://) nor the name of a "
+            "docker context (`docker context ls` lists them); set it to one of those"
+        )
+    return str(context.Host), context.TLSConfig or None
+
+
+def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerClient:
     import docker
     import docker.errors
 
     try:
+        if explicit:
+            return docker.DockerClient(base_url=address, tls=tls or False)
         if os.environ.get("DOCKER_HOST"):
             return docker.from_env()
         context = _current_context()
@@ -101,6 +124,11 @@ def _connect(address: str) -> DockerClient:
             raise EnginePermissionDenied(
                 f"you may not use the Docker engine at {address} (permission denied); add your "
                 "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
+            ) from None
+        if explicit:  # the swarm manager SWARM_HOST names
+            raise EngineUnreachable(
+                f"cannot reach the swarm manager at {address} ({reason}); check that its engine runs and "
+                "that SWARM_HOST names it (a Docker host URL or a docker context)"
             ) from None
         raise EngineUnreachable(
             f"cannot reach the Docker engine at {address} ({reason}); start it (`sudo dockerd &` "
@@ -116,14 +144,17 @@ class Connected:
     """The connection every part of `Engine` uses: made on first use, which asks the engine its
     API version, so it must answer."""
 
-    def __init__(self) -> None:
-        self.address = engine_address()
+    def __init__(self, address: str = "", tls: Any = None) -> None:
+        """`address` (with its `tls` config) names another engine than DOCKER_HOST's."""
+        self.address = address or engine_address()
+        self._tls = tls
+        self._explicit = bool(address)
         self._client: DockerClient | None = None
 
     @property
     def client(self) -> DockerClient:
         if self._client is None:
-            self._client = _connect(self.address)
+            self._client = _connect(self.address, self._tls, self._explicit)
         return self._client
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Protocol
 
-from nbdock.engine.records import Container, Image, Service
+from nbdock.engine.records import Container, Image, Node, Service
 from nbdock.workload import Workload
 
 
@@ -75,6 +75,8 @@ class EngineLike(Protocol):
 
     def init_swarm(self, address: str) -> str: ...
 
+    def nodes(self) -> list[Node]: ...
+
     def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str: ...
 
     def secrets(self, labels: Mapping[str, str]) -> dict[str, str]: ...
@@ -83,6 +85,11 @@ class EngineLike(Protocol):
 
     def create_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
                        constraints: list[str]) -> str: ...
+
+    def update_service(self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+                       constraints: list[str]) -> None: ...
+
+    def restore_previous(self, name: str) -> bool: ...
 
     def services(self, labels: Mapping[str, str]) -> list[Service]: ...
 

@@ -1,5 +1,5 @@
 """The plain records the engine answers with: an image, a container, a Swarm service and its
-tasks; never SDK objects."""
+tasks, its nodes; never SDK objects."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ class Task:
     container_id: str | None
     ports: Mapping[int, int]
     exit_code: int | None
+    node_id: str | None = None
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Swarm node as the manager reports it: `address` is where its published ports answer,
+    `state` is ready/down/unknown, `availability` active/pause/drain."""
+
+    id: str
+    hostname: str
+    address: str
+    state: str
+    availability: str
+    manager: bool
 
 
 @dataclass(frozen=True)
@@ -55,3 +70,5 @@ class Service:
     id: str
     labels: Mapping[str, str]
     tasks: tuple[Task, ...]
+    update_state: str = ""  # Swarm's UpdateStatus.State: updating, completed, rollback_completed, ...
+    update_started: str = ""  # when that update started (UpdateStatus.StartedAt)

@@ -1,4 +1,4 @@
-"""Swarm on the engine: the node, secrets and services; a `Workload` in, a `Service` record with
+"""Swarm on the engine: the nodes, secrets and services; a `Workload` in, a `Service` record with
 its tasks back."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nbdock.engine.connection import Connected, _classified, _label_filter
-from nbdock.engine.records import Service, Task
+from nbdock.engine.records import Node, Service, Task
 from nbdock.errors import NotFound
 from nbdock.workload import Workload
+
+UPDATE_MONITOR_NS = 10_000_000_000  # a new server task that fails within 10 s fails the update
 
 
 def service_options(
@@ -26,18 +28,23 @@ def service_options(
     workload's secret names to the (id, name) of the Docker secret that holds its value.
     """
     from docker.types import (
+        DriverConfig,
         EndpointSpec,
         Healthcheck,
         Mount,
         NetworkAttachmentConfig,
         Resources,
         RestartPolicy,
+        RollbackConfig,
         SecretReference,
+        UpdateConfig,
     )
 
     resources = workload.resources
     mounts = [
-        Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only)
+        Mount(target=m.target, source=m.source, type=m.kind, read_only=m.read_only,
+              labels=dict(m.labels) or None,
+              driver_config=DriverConfig(m.driver, dict(m.driver_options) or None) if m.driver else None)
         for m in workload.mounts
     ]
     if resources.shm_size:
@@ -82,6 +89,13 @@ def service_options(
         options["healthcheck"] = Healthcheck(test=["NONE"])
     if constraints:
         options["constraints"] = constraints
+    if restart:
+        # One task at a time: the old one stops first (it holds the host port and the volume);
+        # a new one that fails within the monitor period rolls the service back to the old spec.
+        options["update_config"] = UpdateConfig(parallelism=1, order="stop-first", failure_action="rollback",
+                                                monitor=UPDATE_MONITOR_NS, max_failure_ratio=0)
+        options["rollback_config"] = RollbackConfig(parallelism=1, order="stop-first", failure_action="pause",
+                                                    monitor=UPDATE_MONITOR_NS)
     return options
 
 
@@ -99,6 +113,21 @@ def _task_record(attrs: Mapping[str, Any]) -> Task:
         container_id=container.get("ContainerID"),
         ports=ports,
         exit_code=container.get("ExitCode"),
+        node_id=attrs.get("NodeID") or None,
+        id=str(attrs.get("ID", "")),
+    )
+
+
+def _node_record(attrs: Mapping[str, Any]) -> Node:
+    status = attrs.get("Status") or {}
+    description = attrs.get("Description") or {}
+    return Node(
+        id=str(attrs["ID"]),
+        hostname=str(description.get("Hostname", "")),
+        address=str(status.get("Addr", "")),
+        state=str(status.get("State", "")),
+        availability=str((attrs.get("Spec") or {}).get("Availability", "")),
+        manager="ManagerStatus" in attrs,
     )
 
 
@@ -118,6 +147,11 @@ class Swarm(Connected):
         with _classified("creating a swarm"):
             self.client.api.init_swarm(advertise_addr=address, listen_addr=f"{address}:2377")
         return self.swarm_node() or ""
+
+    def nodes(self) -> list[Node]:
+        """The swarm's nodes, as this manager reports them."""
+        with _classified("listing the swarm's nodes"):
+            return [_node_record(attrs) for attrs in self.client.api.nodes()]
 
     def create_secret(self, name: str, value: str, labels: Mapping[str, str]) -> str:
         """A new Docker secret holding `value`; its id."""
@@ -145,6 +179,33 @@ class Swarm(Connected):
             created = self.client.services.create(**service_options(workload, secrets, restart, constraints))
         return str(created.id)
 
+    def update_service(
+        self, workload: Workload, secrets: Mapping[str, tuple[str, str]], restart: bool,
+        constraints: list[str],
+    ) -> None:
+        """Change the service `workload.name` in place to `workload`, by Swarm's own rolling
+        update (with `restart`, rolled back when the new task fails). `secrets` as in
+        `service_options`."""
+        with _classified(f"updating the service {workload.name}"):
+            self.client.services.get(workload.name).update(
+                **service_options(workload, secrets, restart, constraints))
+
+    def restore_previous(self, name: str) -> bool:
+        """Update the service `name` back to the spec it had before its last update (what
+        `docker service rollback` does); False when it has none."""
+        with _classified(f"rolling back the service {name}"):
+            attrs = self.client.api.inspect_service(name)
+            previous = attrs.get("PreviousSpec")
+            if not previous:
+                return False
+            self.client.api.update_service(
+                attrs["ID"], attrs["Version"]["Index"], task_template=previous["TaskTemplate"],
+                name=previous["Name"], labels=previous.get("Labels"), mode=previous.get("Mode"),
+                update_config=previous.get("UpdateConfig"), rollback_config=previous.get("RollbackConfig"),
+                endpoint_spec=previous.get("EndpointSpec"),
+            )
+        return True
+
     def services(self, labels: Mapping[str, str]) -> list[Service]:
         """Services that carry all of `labels`, each with its tasks."""
         with _classified("listing services"):
@@ -166,6 +227,8 @@ class Swarm(Connected):
             id=str(attrs["ID"]),
             labels=dict(attrs["Spec"].get("Labels") or {}),
             tasks=tuple(_task_record(t) for t in tasks),
+            update_state=str((attrs.get("UpdateStatus") or {}).get("State", "")),
+            update_started=str((attrs.get("UpdateStatus") or {}).get("StartedAt", "")),
         )
 
     def remove_service(self, name: str) -> None:
