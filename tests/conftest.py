@@ -183,3 +183,31 @@ def servers_answer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: True)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     yield
+
+
+@pytest.fixture(scope="session")
+def tf_project(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_client: Any) -> Iterator[ProjectCopy]:
+    """A copy of the distributed TensorFlow example with its execution image built once, for
+    every test file that trains (one fixture, so one checkout owns the image)."""
+    from nbdock import image
+    from nbdock.project import Project
+    from nbdock.settings import load_settings
+    from tests.helpers.projects import REPO
+    from tests.test_training import EXAMPLE as TF_EXAMPLE
+    from tests.test_training import FAILING, FAILING_NOTEBOOK
+
+    name = "nbdock-test-tf"
+    path = tmp_path_factory.mktemp("tf") / name
+    shutil.copytree(TF_EXAMPLE, path)
+    shutil.copy(REPO / "tasks.py", path)  # as `nbdock init` would
+    (path / "notebooks" / "fails.py").write_text(FAILING)
+    (path / "notebooks" / "sleeps.py").write_text("import time\ntime.sleep(600)\n")
+    (path / "notebooks" / "k8s_fails.ipynb").write_text(FAILING_NOTEBOOK)
+    project = ProjectCopy(path, name)
+    project.write_env(PROJECT_NAME=name, BASE_IMAGE=base_image, HOST_PORT="0", TRAIN_PORT="2222")
+    project.chown()
+    image.build(Project(load_settings(path)), execute=True)
+    yield project
+    tracker = Tracker(docker_client)
+    tracker.project(name)
+    tracker.cleanup(images=False)

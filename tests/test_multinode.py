@@ -20,7 +20,7 @@ from tests.helpers.cluster import Cluster, Node
 from tests.helpers.projects import ProjectCopy, assert_one_line_failure, clean_environment
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
-from tests.test_training import assert_trained, tf_project  # noqa: F401 (a fixture, built once)
+from tests.test_training import assert_trained
 
 pytestmark = pytest.mark.docker
 URL = re.compile(r"^http://([\d.]+):(\d+)/lab\?token=([0-9a-f]+)$")
@@ -205,7 +205,7 @@ def test_an_update_that_cannot_start_rolls_back_and_the_old_server_answers(
 
 
 @pytest.fixture
-def tf_on_cluster(tf_project: ProjectCopy, cluster: Cluster,  # noqa: F811 (the imported fixture)
+def tf_on_cluster(tf_project: ProjectCopy, cluster: Cluster,
                   node_trackers: list[Tracker]) -> Iterator[ProjectCopy]:
     """The TensorFlow example pointed at the cluster: built here, pushed to its registry."""
     env = tf_project.path / ".env"

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +46,6 @@ FAILING_NOTEBOOK = notebook(
     "        out.write('from the chief')",
     "if index == 1:\n    time.sleep(3)\n    raise RuntimeError('worker 1 breaks on purpose')",
 )
-
-
-@pytest.fixture(scope="session")
-def tf_project(tmp_path_factory: pytest.TempPathFactory, base_image: str, docker_client: Any) -> Iterator[ProjectCopy]:
-    """A copy of the distributed TensorFlow example with its execution image built once."""
-    name = "nbdock-test-tf"
-    path = tmp_path_factory.mktemp("tf") / name
-    shutil.copytree(EXAMPLE, path)
-    shutil.copy(REPO / "tasks.py", path)  # as `nbdock init` would
-    (path / "notebooks" / "fails.py").write_text(FAILING)
-    (path / "notebooks" / "sleeps.py").write_text("import time\ntime.sleep(600)\n")
-    (path / "notebooks" / "k8s_fails.ipynb").write_text(FAILING_NOTEBOOK)
-    project = ProjectCopy(path, name)
-    project.write_env(PROJECT_NAME=name, BASE_IMAGE=base_image, HOST_PORT="0", TRAIN_PORT="2222")
-    project.chown()
-    image.build(Project(load_settings(path)), execute=True)
-    yield project
-    tracker = Tracker(docker_client)
-    tracker.project(name)
-    tracker.cleanup(images=False)
 
 
 def run_folder(project: ProjectCopy, result: Result) -> Path:
