@@ -17,7 +17,7 @@ import requests
 
 from nbdock.contract import LABEL_PROJECT, dns_label
 from tests.helpers.cluster import Cluster, Node
-from tests.helpers.projects import ProjectCopy, assert_one_line_failure, clean_environment
+from tests.helpers.projects import ProjectCopy, Result, assert_one_line_failure, clean_environment
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
 from tests.test_training import assert_trained
@@ -78,6 +78,14 @@ def answers(host: str, port: int, token: str) -> bool:
         return False
 
 
+def served_at(started: Result) -> tuple[str, int, str]:
+    """(host, port, token) of the URL a successful `swarm.up` printed last."""
+    assert started.returncode == 0, started.output
+    matched = URL.match(started.last_line)
+    assert matched, started.output
+    return matched.group(1), int(matched.group(2)), matched.group(3)
+
+
 def test_without_registry_a_remote_manager_is_refused_in_one_line(
     remote_project: Callable[..., ProjectCopy], node_trackers: list[Tracker]
 ) -> None:
@@ -118,10 +126,7 @@ def test_the_server_on_a_remote_manager_answers_at_its_node_and_stays_with_its_v
     service = dns_label(f"nbdock-{project.name}")
     started = project.invoke("swarm.up")
     try:
-        assert started.returncode == 0, started.output
-        matched = URL.match(started.last_line)
-        assert matched, started.output
-        host, port, token = matched.group(1), int(matched.group(2)), matched.group(3)
+        host, port, token = served_at(started)
         node = node_at(cluster, host)  # an address of the node the task runs on, not 127.0.0.1
         assert service_task_node(cluster, service) == node.hostname
         assert answers(host, port, token)
@@ -185,10 +190,7 @@ def test_an_update_that_cannot_start_rolls_back_and_the_old_server_answers(
     project = remote_project(HOST_PORT="18888")
     started = project.invoke("swarm.up")
     try:
-        assert started.returncode == 0, started.output
-        matched = URL.match(started.last_line)
-        assert matched, started.output
-        host, port, token = matched.group(1), int(matched.group(2)), matched.group(3)
+        host, port, token = served_at(started)
         good = (project.path / ".env").read_text()
         (project.path / ".env").write_text(good + "".join(f"{k}={v}\n" for k, v in broken.items()))
         failed = project.invoke("swarm.up")
