@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import io
 import tarfile
+from types import SimpleNamespace
+from typing import Any, cast
 
+import pytest
 from docker.models.containers import _create_container_args
 from docker.models.services import _get_create_service_kwargs
 
-from nbdock.engine import LineBuffer, _secrets_archive, container_options, service_options
+from nbdock.engine import Engine, LineBuffer, _secrets_archive, container_options, service_options
+from nbdock.errors import BuildFailed
 from nbdock.workload import Mount, PublishedPort, Resources, Workload
 
 WORKLOAD = Workload(
@@ -70,3 +74,19 @@ def test_build_output_is_shown_in_whole_lines_however_the_engine_splits_it() -> 
     assert shown == ["Step 1/2 : FROM base", " ---> Using cache", " ---> 1234abcd", "Step 2/2 : RUN pip",
                      "half a line", "", "no newline at the end"]
     assert lines.flush() == []
+
+
+def test_build_lines_reach_the_user_without_the_builders_colour_codes() -> None:
+    chunks = [{"stream": "Step 1/2 : RUN uv pip install papermill\n"},
+              {"stream": "\x1b[91mResolved 60 packages in 332ms\n\x1b[0m"},
+              {"stream": "Step 2/2 : RUN false\n"}, {"stream": "\x1b[91mno such file\n\x1b[0m"},
+              {"error": "\x1b[91mThe command returned a non-zero code: 1\x1b[0m"}]
+    engine = Engine()
+    engine._client = cast(Any, SimpleNamespace(api=SimpleNamespace(build=lambda **_: iter(chunks))))
+    shown: list[str] = []
+    with pytest.raises(BuildFailed) as failed:
+        engine.build(io.BytesIO(), "demo:latest", show=shown.append)
+    assert "Resolved 60 packages in 332ms" in shown
+    assert not [line for line in shown if "\x1b" in line]
+    assert (failed.value.step, failed.value.tail) == ("RUN false", ["no such file"])
+    assert "\x1b" not in failed.value.error

@@ -46,13 +46,14 @@ class Images(Connected):
 
         def take(line: str) -> None:
             nonlocal step
+            line = console.plain(line)  # the classic builder colours a step's stderr red
             show(line)
             matched = _STEP.match(line)
             if matched:
                 step = matched.group(3)
                 tail.clear()
             elif line.strip():
-                tail.append(console.plain(line).rstrip())
+                tail.append(line.rstrip())
 
         with _classified(f"building {tag}"):
             chunks = self.client.api.build(
