@@ -4,7 +4,7 @@ the training run loop: containers, images, and a swarm whose services' tasks run
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import IO
 
@@ -35,6 +35,8 @@ class FakeEngine:
     volume_labels: dict[str, Mapping[str, str]] = field(default_factory=dict)
     networks: dict[str, Mapping[str, str]] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)  # container name -> the code its wait answers
+    # a word of an exec'd command (a notebook's name) -> its exit code, None for a timeout; 137 runs out of memory
+    exec_codes: dict[str, int | None] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def image(self, name: str) -> Image | None:
@@ -124,6 +126,14 @@ class FakeEngine:
     def wait(self, container: str, timeout: float | None) -> int | None:
         found = self.running.get(container)
         return self.exit_codes.get(found.name, 0) if found else 0
+
+    def exec_run(self, container: str, command: Sequence[str], timeout: float | None,
+                 tail: int = 40) -> tuple[int | None, list[str]]:
+        self.calls.append(f"exec {container} {' '.join(command)}")
+        code = next((code for word, code in self.exec_codes.items() if word in " ".join(command)), 0)
+        if code in (None, 137):
+            self.running[container] = replace(self.running[container], state="exited", oom_killed=code == 137)
+        return code, ["a log line"]
 
     def logs(self, container: str, tail: int | None = None) -> list[str]:
         return ["a log line"]

@@ -1,9 +1,9 @@
-"""Run notebooks headless in the project's image, with papermill, each in its own container.
+"""Run notebooks headless in the project's image, with papermill: each job in one container.
 
 The image for headless runs is the serving image plus papermill, nbconvert and ipykernel, built
 on demand and cached (the serving image stays lean). The notebooks folder is mounted read-only;
-executed copies (and HTML, through nbconvert) land in OUTPUT_DIR on the host. Every container
-is removed afterwards, whatever happens.
+executed copies (and HTML, through nbconvert) land in OUTPUT_DIR on the host. Each notebook gets
+a fresh kernel; every container is removed afterwards, whatever happens.
 """
 
 from __future__ import annotations
@@ -96,7 +96,13 @@ def killed_cause(container: Container | None, project: Project) -> str:
 
 
 class Execution:
-    """One `execute` run: starts containers, waits for them, and removes every one of them."""
+    """One `execute` run: each of its jobs runs notebooks one after another, each with papermill
+    (a fresh kernel) in the job's own container; every container is removed at the end.
+
+    A notebook that runs past the timeout or whose kernel dies takes its container with it (the
+    container is killed, and is the only place that says whether memory ran out): the job's next
+    notebook starts in a new one.
+    """
 
     def __init__(self, project: Project, image_id: str, parameters: list[tuple[str, str]], html: bool,
                  timeout: float, kernels: dict[str, tuple[str | None, str]]) -> None:
@@ -108,6 +114,8 @@ class Execution:
         self.kernels = kernels
         self.run_id = secrets.token_hex(3)
         self._containers: list[str] = []
+        self._idle: list[str] = []
+        self._started = 0
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -117,10 +125,7 @@ class Execution:
         outputs = {notebook: self._prepare_output(notebook) for notebook in notebooks}
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
         try:
-            futures = [
-                pool.submit(self.run_one, index, notebook, outputs[notebook])
-                for index, notebook in enumerate(notebooks)
-            ]
+            futures = [pool.submit(self.run_one, notebook, outputs[notebook]) for notebook in notebooks]
             return [future.result() for future in futures]
         finally:
             # On Ctrl-C or an error: removing the containers ends the waits of the workers.
@@ -130,17 +135,9 @@ class Execution:
     def remove_all(self) -> None:
         with self._lock:
             self._stopping = True
-            containers, self._containers = self._containers, []
+            containers, self._containers, self._idle = self._containers, [], []
         for container in containers:
             self.project.engine.remove(container)
-
-    def _track(self, container: str) -> None:
-        with self._lock:
-            if not self._stopping:
-                self._containers.append(container)
-                return
-        self.project.engine.remove(container)
-        raise NbdockError("stopped before all notebooks ran")
 
     def _prepare_output(self, notebook: str) -> Path:
         output = self.project.settings.output_path / notebook
@@ -152,45 +149,80 @@ class Execution:
         self.project.identity.hand_over(created)
         return output
 
-    def workload(self, index: int, notebook: str, kernel: str, from_output: bool = False) -> Workload:
+    def workload(self, number: int) -> Workload:
+        """The container a job runs its notebooks in: it idles until the job is done."""
         project = self.project
-        arguments = papermill_args(f"{contract.NOTEBOOKS}/{notebook}", f"{contract.OUTPUTS}/{notebook}", kernel,
-                                   self.parameters, source=f"{contract.OUTPUTS}/{notebook}" if from_output else None)
         return project.workload(
-            f"{project.settings.container_name}-execute-{self.run_id}-{index}", self.image_id, "execute",
-            command=("sh", "-c", RUN_SCRIPT, "papermill", *arguments),
+            f"{project.settings.container_name}-execute-{self.run_id}-{number}", self.image_id, "execute",
+            command=("sleep", "infinity"),
             environment={**project.environment_variables(), "NBDOCK_HTML": "1" if self.html else ""},
             mounts=(*project.mounts(notebooks_read_only=True),
                     Mount(str(project.settings.output_path), contract.OUTPUTS)),
             health_check=False,
         )
 
+    def _take_container(self) -> str:
+        """An idle container of this run, or a new one."""
+        with self._lock:
+            if self._stopping:
+                raise NbdockError("stopped before all notebooks ran")
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+            number = self._started
+        with self.project.refusals():
+            container = self.project.engine.run(self.workload(number))
+        with self._lock:
+            if not self._stopping:
+                self._containers.append(container.id)
+                return container.id
+        self.project.engine.remove(container.id)
+        raise NbdockError("stopped before all notebooks ran")
+
+    def _give_back(self, container: str) -> None:
+        with self._lock:
+            if container in self._containers:
+                self._idle.append(container)
+
+    def _discard(self, container: str) -> Container | None:
+        """Stop and remove a container whose notebook it ran went wrong; the engine's last word on it."""
+        engine = self.project.engine
+        with self._lock:
+            if container in self._containers:
+                self._containers.remove(container)
+        engine.kill(container)
+        engine.wait(container, 30)
+        final = engine.container(container)
+        engine.remove(container)
+        return final
+
     def _tagged_copy(self, notebook: str, output: Path) -> None:
         write_tagged_copy(self.project.settings.notebooks_path / notebook, output)
         self.project.identity.hand_over([output])  # the run's user overwrites it with the executed copy
 
-    def run_one(self, index: int, notebook: str, output: Path) -> Outcome:
+    def run_one(self, notebook: str, output: Path) -> Outcome:
         kernel, note = self.kernels[notebook]
         if kernel is None:
             return Outcome(notebook, "failed", 0.0, output, note=note)
-        engine = self.project.engine
-        started = time.monotonic()
         allowed = allows_errors(self.project.settings.notebooks_path / notebook)
         if allowed:
             self._tagged_copy(notebook, output)
-        workload = self.workload(index, notebook, kernel, from_output=allowed)
-        with self.project.refusals():
-            container = engine.create(workload)
-            self._track(container.id)
-            engine.start(container.id)
-        code = engine.wait(container.id, self.timeout)
+        arguments = papermill_args(f"{contract.NOTEBOOKS}/{notebook}", f"{contract.OUTPUTS}/{notebook}", kernel,
+                                   self.parameters, source=f"{contract.OUTPUTS}/{notebook}" if allowed else None)
+        container = self._take_container()
+        started = time.monotonic()
+        code, log = self.project.engine.exec_run(container, ("sh", "-c", RUN_SCRIPT, "papermill", *arguments),
+                                                 self.timeout)
         seconds = time.monotonic() - started
-        log = engine.logs(container.id, tail=40)
-        final = engine.container(container.id)
-        engine.remove(container.id)
+        died = code == 137 or any("Kernel died" in line for line in log)
+        final = None
+        if code is None or died:
+            final = self._discard(container)
+        else:
+            self._give_back(container)
         if allowed:
             remove_added_tags(output)
-        died = (final is not None and final.oom_killed) or code == 137 or any("Kernel died" in line for line in log)
+        died = died or (final is not None and final.oom_killed)
         failure = failure_in(output, died=died, everything=allowed)
         if code is None:
             return Outcome(notebook, "timed out", seconds, output, failure, log, note)

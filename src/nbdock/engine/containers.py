@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import tarfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from nbdock import contract
+from nbdock.console import LineBuffer
 from nbdock.engine.connection import Connected, _classified, _label_filter
 from nbdock.engine.records import Container
 from nbdock.errors import EngineAPIError, NbdockError, NotFound
@@ -191,6 +194,39 @@ class Containers(Connected):
                     raise
         self.kill(container)
         return None
+
+    def exec_run(self, container: str, command: Sequence[str], timeout: float | None,
+                 tail: int = 40) -> tuple[int | None, list[str]]:
+        """Run `command` in the running `container`, through its image's entrypoint as the
+        container's own command was: (its exit code, or None when it ran past `timeout` seconds;
+        the last `tail` lines of its output, stdout and stderr together).
+
+        Past the timeout the whole container is killed: the engine has no way to stop one exec.
+        """
+        with _classified(f"running a command in {container}"):
+            entrypoint = (self.client.api.inspect_container(container)["Config"] or {}).get("Entrypoint") or []
+            exec_id = self.client.api.exec_create(container, [*entrypoint, *command])["Id"]
+            stream = self.client.api.exec_start(exec_id, stream=True)
+        lines: collections.deque[str] = collections.deque(maxlen=tail)
+        pieces = LineBuffer()
+
+        def read() -> None:
+            # Ends when the command does, or when the container is killed under it.
+            with contextlib.suppress(NbdockError), _classified(f"reading the output of {container}"):
+                for chunk in stream:
+                    lines.extend(pieces.feed(chunk.decode("utf-8", errors="replace")))
+            lines.extend(pieces.flush())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            self.kill(container)
+            reader.join(30)
+            return None, list(lines)
+        with _classified(f"running a command in {container}"):
+            code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+        return (int(code) if code is not None else None), list(lines)
 
     def logs(self, container: str, tail: int | None = None) -> list[str]:
         """The container's log lines (stdout and stderr), the last `tail` of them if given."""

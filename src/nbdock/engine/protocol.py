@@ -3,7 +3,7 @@ against the real one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Protocol
 
 from nbdock.engine.records import Container, Image, Node, Service
@@ -49,6 +49,9 @@ class EngineLike(Protocol):
     def remove(self, container: str) -> None: ...
 
     def wait(self, container: str, timeout: float | None) -> int | None: ...
+
+    def exec_run(self, container: str, command: Sequence[str], timeout: float | None,
+                 tail: int = 40) -> tuple[int | None, list[str]]: ...
 
     def logs(self, container: str, tail: int | None = None) -> list[str]: ...
 
