@@ -20,7 +20,7 @@ from tests.helpers.cluster import Cluster, Node
 from tests.helpers.projects import ProjectCopy, Result, assert_one_line_failure, clean_environment
 from tests.helpers.tracker import Tracker
 from tests.helpers.wait import wait_until
-from tests.test_training import assert_trained
+from tests.test_training import assert_trained, summary_rows
 
 pytestmark = pytest.mark.docker
 URL = re.compile(r"^http://([\d.]+):(\d+)/lab\?token=([0-9a-f]+)$")
@@ -235,6 +235,7 @@ def test_three_workers_train_on_three_nodes_and_the_chief_outputs_come_back(
     result = tf_on_cluster.invoke("train", "--workers", "3", "--script", "train_three.py", "--backend", "swarm")
     folder = assert_trained(tf_on_cluster, result, workers=3)
     assert sorted(worker_nodes(result)) == sorted(node.hostname for node in cluster.nodes)
+    assert [row[-3] for row in summary_rows(result, 3)] == worker_nodes(result)  # the summary names them too
     chief = json.loads((folder / "result.json").read_text())  # written on a node, collected here
     assert chief["workers"] == 3
     assert all(tracker.leftovers(tf_on_cluster.name) == [] for tracker in node_trackers)

@@ -47,8 +47,9 @@ def test_a_worker_waits_for_its_peers_then_runs_the_script_or_the_notebook() -> 
 
 
 def test_the_summary_names_the_chief() -> None:
-    outcomes = [WorkerOutcome(0, "w-0:2222", "ok", 12.3, []), WorkerOutcome(1, "w-1:2222", "failed", 2.0, [])]
+    outcomes = [WorkerOutcome(0, "w-0:2222", "node-a", "ok", 12.3, []),
+                WorkerOutcome(1, "w-1:2222", "node-b", "failed", 2.0, [])]
     lines = summary(outcomes)
-    assert lines[0].split() == ["worker", "host", "status", "seconds"]
-    assert lines[1].split() == ["0", "(chief)", "w-0:2222", "ok", "12.3"]
-    assert lines[2].split() == ["1", "w-1:2222", "failed", "2.0"]
+    assert lines[0].split() == ["worker", "host", "node", "status", "seconds"]
+    assert lines[1].split() == ["0", "(chief)", "w-0:2222", "node-a", "ok", "12.3"]
+    assert lines[2].split() == ["1", "w-1:2222", "node-b", "failed", "2.0"]

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,10 +72,14 @@ def assert_trained(project: ProjectCopy, result: Result, workers: int = 2) -> Pa
     assert len(set(digests)) == 1, digests
     first, last = map(float, LOSS.search((folder / "worker-0.log").read_text()).groups())  # type: ignore[union-attr]
     assert last < first
-    indexes = [[str(index)] for index in range(workers)]
-    table = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in indexes]
-    assert [row[-2] for row in table[-workers:]] == ["ok"] * workers
+    assert [row[-2] for row in summary_rows(result, workers)] == ["ok"] * workers
     return folder
+
+
+def summary_rows(result: Result, workers: int) -> list[list[str]]:
+    """The summary table's rows, split into cells: the node is the third from the end."""
+    indexes = [[str(index)] for index in range(workers)]
+    return [line.split() for line in result.stdout.splitlines() if line.split()[:1] in indexes][-workers:]
 
 
 def test_two_local_workers_train_to_the_same_weights(tf_project: ProjectCopy, docker_client: Any) -> None:
@@ -84,6 +89,7 @@ def test_two_local_workers_train_to_the_same_weights(tf_project: ProjectCopy, do
     assert chief["workers"] == 2 and chief["weights_sha256"] == hashes(folder, 2)[0]
     assert ((folder / "result.json").stat().st_uid, (folder / "result.json").stat().st_gid) == owner()
     assert "[worker 1] weights sha256=" in result.stdout  # the workers' logs, live
+    assert [row[-3] for row in summary_rows(result, 2)] == [socket.gethostname()] * 2
     assert Tracker(docker_client).leftovers(tf_project.name) == []
 
 
@@ -199,6 +205,7 @@ def test_a_kubernetes_run_rehearsed_shows_the_failing_cell_and_brings_the_chiefs
     folder = model.run_folder(project, run)
     outcomes = run_workers(project, run, backend, folder)
     assert [outcome.status for outcome in outcomes] == ["ok", "failed"], outcomes
+    assert [outcome.node for outcome in outcomes] == [kubectl.context] * 2  # the pods' spec.nodeName
     assert outcomes[1].detail[0] == "failing cell:", outcomes[1].detail
     assert "RuntimeError: worker 1 breaks on purpose" in outcomes[1].detail
     assert (folder / "chief.txt").read_text() == "from the chief"  # no shared folder: through the log

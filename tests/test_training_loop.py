@@ -53,6 +53,9 @@ class FakeBackend:
         while True:
             yield self._ended.get()
 
+    def node(self, index: int) -> str:
+        return f"node-{index}"
+
     def logs(self, index: int) -> list[str]:
         return self.log_lines[index]
 
@@ -80,6 +83,7 @@ def test_every_worker_ends_well_and_each_log_is_kept(tmp_path: Path, capsys: pyt
     backend = FakeBackend([0, 0], [["chief here"], ["worker here"]])
     outcomes = run_workers(project, training, backend, folder)
     assert [o.status for o in outcomes] == ["ok", "ok"] and model.verdict(outcomes, 30) is None
+    assert [o.node for o in outcomes] == ["node-0", "node-1"]  # asked of the backend, for the summary
     assert (folder / "worker-1.log").read_text() == "worker here\n"
     assert "[worker 0] chief here" in capsys.readouterr().out
     assert backend.calls == ["start", "remove_all"]  # nobody left to stop

@@ -198,6 +198,7 @@ class RehearsedKubectl:
                 terminated = {"terminated": {"exitCode": state["ExitCode"]}}
             found.append({"metadata": {"name": container.name,
                                        "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+                          "spec": {"nodeName": self.context},
                           "status": {"phase": phase, "containerStatuses": [{"state": terminated}]}})
         return found
 

@@ -82,10 +82,14 @@ class KubernetesBackend:
         self.hosts = k8s.worker_hosts(settings.project_name, training.workers, training.port)
         self.workers = training.workers
         self._seen: dict[int, list[str]] = {index: [] for index in range(training.workers)}
+        self._nodes: dict[int, str] = {}
         self.kubectl.delete(self.selector, "job,service")
 
     def _pods(self) -> dict[int, dict[str, Any]]:
-        return {completion_index(pod): pod for pod in self.kubectl.pods(self.selector)}
+        pods = {completion_index(pod): pod for pod in self.kubectl.pods(self.selector)}
+        for index, pod in pods.items():  # kept: a stopped run's pods are gone
+            self._nodes[index] = str((pod.get("spec") or {}).get("nodeName") or self._nodes.get(index, "-"))
+        return pods
 
     def start(self, folder: Path) -> None:
         self.kubectl.apply(self.objects)
@@ -103,6 +107,10 @@ class KubernetesBackend:
     def _pod_name(self, index: int) -> str | None:
         pod = self._pods().get(index)
         return str(pod["metadata"]["name"]) if pod else None
+
+    def node(self, index: int) -> str:
+        self._pods()
+        return self._nodes.get(index, "-")
 
     def logs(self, index: int) -> list[str]:
         name = self._pod_name(index)

@@ -4,6 +4,7 @@ way out), named per worker; peers find each other by container name."""
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,9 @@ class LocalBackend:
     def exit_codes(self) -> Iterator[tuple[int, int]]:
         while True:
             yield self._ended.get()
+
+    def node(self, index: int) -> str:
+        return self.engine.remote_host or socket.gethostname()
 
     def logs(self, index: int) -> list[str]:
         return self.engine.logs(self.ids[index]) if index in self.ids else []

@@ -104,6 +104,7 @@ class Training:
 class WorkerOutcome:
     index: int
     host: str
+    node: str
     status: WorkerStatus
     seconds: float
     log: list[str]
@@ -125,6 +126,10 @@ class Backend(Protocol):
 
     def exit_codes(self) -> Iterator[tuple[int, int]]:
         """(worker index, exit code) as each worker ends."""
+
+    def node(self, index: int) -> str:
+        """Where worker `index` runs: a Swarm node's hostname, a Kubernetes node's name, the
+        engine's host; "-" while that is not known."""
 
     def logs(self, index: int) -> list[str]:
         """Worker `index`'s whole log so far, as lines."""
@@ -250,9 +255,9 @@ def unpack_outputs(archive: bytes, folder: Path, identity: Identity) -> list[Pat
 
 
 def summary(outcomes: Sequence[WorkerOutcome]) -> list[str]:
-    """A table: worker, host, status, seconds."""
-    rows = [("worker", "host", "status", "seconds")]
-    rows += [(str(o.index) + (" (chief)" if o.index == 0 else ""), o.host, o.status, f"{o.seconds:.1f}")
+    """A table: worker, host (as its peers reach it), node (where it ran), status, seconds."""
+    rows = [("worker", "host", "node", "status", "seconds")]
+    rows += [(str(o.index) + (" (chief)" if o.index == 0 else ""), o.host, o.node, o.status, f"{o.seconds:.1f}")
              for o in outcomes]
     return console.table(rows)
 

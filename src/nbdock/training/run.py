@@ -137,16 +137,16 @@ def _outcome(project: Project, training: Training, backend: Backend, index: int,
     if archive is not None:
         unpack_outputs(archive, outputs, project.identity)
     (folder / f"worker-{index}.log").write_text("\n".join(log) + "\n", encoding="utf-8")
-    host = backend.hosts[index]
+    host, node = backend.hosts[index], backend.node(index)
     if index not in ended:
         status: WorkerStatus = "timed out" if timed_out else "stopped"
-        return WorkerOutcome(index, host, status, time.monotonic() - started, log)
+        return WorkerOutcome(index, host, node, status, time.monotonic() - started, log)
     code, seconds = ended[index]
     if code == 0:
-        return WorkerOutcome(index, host, "ok", seconds, log)
+        return WorkerOutcome(index, host, node, "ok", seconds, log)
     detail: list[str] = []
     if training.notebook:
         failure = failure_in(outputs / PurePosixPath(training.path).name)
         if failure is not None:
             detail = failing_cell_lines(failure)
-    return WorkerOutcome(index, host, "failed", seconds, log, detail or log[-25:])
+    return WorkerOutcome(index, host, node, "failed", seconds, log, detail or log[-25:])

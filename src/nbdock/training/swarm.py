@@ -49,7 +49,7 @@ class SwarmBackend:
         self.training = training
         self.engine = project.swarm_engine
         manager = project.settings.swarm_host if project.separate_manager else ""
-        node = swarm.require_swarm(self.engine, False, manager, project.settings.env_file)
+        node = self.node_id = swarm.require_swarm(self.engine, False, manager, project.settings.env_file)
         self.outputs_in_log = bool(project.settings.registry)
         self.placement = spread(self.engine.nodes(), training.workers, project.settings.train_workers_per_node,
                                 project.settings.env_file) if self.outputs_in_log else []
@@ -98,6 +98,11 @@ class SwarmBackend:
                     console.detail([f"worker {index}: {task.error}"])
                 yield index, 0 if task.state == "complete" else (task.exit_code or 1)
             time.sleep(TASKS_INTERVAL)
+
+    def node(self, index: int) -> str:
+        if self.placement:
+            return self.placement[index].hostname
+        return next((n.hostname for n in self.engine.nodes() if n.id == self.node_id), "-")
 
     def logs(self, index: int) -> list[str]:
         if index in self.final_logs:
