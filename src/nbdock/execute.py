@@ -185,7 +185,7 @@ class Execution:
                 self._idle.append(container)
 
     def _discard(self, container: str) -> Container | None:
-        """Stop and remove a container whose notebook it ran went wrong; the engine's last word on it."""
+        """Stop and remove a container whose notebook went wrong; the engine's last record of it."""
         engine = self.project.engine
         with self._lock:
             if container in self._containers:

@@ -88,7 +88,9 @@ class KubernetesBackend:
     def _pods(self) -> dict[int, dict[str, Any]]:
         pods = {completion_index(pod): pod for pod in self.kubectl.pods(self.selector)}
         for index, pod in pods.items():  # kept: a stopped run's pods are gone
-            self._nodes[index] = str((pod.get("spec") or {}).get("nodeName") or self._nodes.get(index, "-"))
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node:
+                self._nodes[index] = str(node)
         return pods
 
     def start(self, folder: Path) -> None:
@@ -109,8 +111,7 @@ class KubernetesBackend:
         return str(pod["metadata"]["name"]) if pod else None
 
     def node(self, index: int) -> str:
-        self._pods()
-        return self._nodes.get(index, "-")
+        return self._nodes.get(index, "-")  # as the last look at the pods (exit_codes) saw it
 
     def logs(self, index: int) -> list[str]:
         name = self._pod_name(index)

@@ -49,10 +49,13 @@ class SwarmBackend:
         self.training = training
         self.engine = project.swarm_engine
         manager = project.settings.swarm_host if project.separate_manager else ""
-        node = self.node_id = swarm.require_swarm(self.engine, False, manager, project.settings.env_file)
+        node = swarm.require_swarm(self.engine, False, manager, project.settings.env_file)
         self.outputs_in_log = bool(project.settings.registry)
-        self.placement = spread(self.engine.nodes(), training.workers, project.settings.train_workers_per_node,
+        nodes = self.engine.nodes()
+        self.placement = spread(nodes, training.workers, project.settings.train_workers_per_node,
                                 project.settings.env_file) if self.outputs_in_log else []
+        here = next((n.hostname for n in nodes if n.id == node), "-")  # without REGISTRY, all run here
+        self.node_names = [n.hostname for n in self.placement] or [here] * training.workers
         self.image, self.constraints = images.for_swarm(project, node, execute=True)
         self.labels = {**project.settings.object_labels, contract.LABEL_RUN: training.run_id}
         self.network, self.names = engine_names(project, training)
@@ -100,9 +103,7 @@ class SwarmBackend:
             time.sleep(TASKS_INTERVAL)
 
     def node(self, index: int) -> str:
-        if self.placement:
-            return self.placement[index].hostname
-        return next((n.hostname for n in self.engine.nodes() if n.id == self.node_id), "-")
+        return self.node_names[index]
 
     def logs(self, index: int) -> list[str]:
         if index in self.final_logs:
