@@ -205,3 +205,37 @@ def test_every_file_the_dockerfile_copies_is_in_the_context(tmp_path: Path, exec
     copied = [line.split()[-2] for line in text.splitlines()
               if line.startswith("COPY ") and "--from=" not in line]
     assert copied and all(source.rstrip("/") in sent for source in copied), (copied, sent)
+
+
+def steps_in_order(text: str, *steps: str) -> list[int]:
+    return [text.index(step) for step in steps]
+
+
+def test_each_install_follows_only_the_files_it_reads(tmp_path: Path) -> None:
+    """Editing postBuild or the project's package must leave the requirements' install cached."""
+    example(tmp_path)
+    (tmp_path / "requirements.txt").write_text("-r base.txt\n")
+    (tmp_path / "base.txt").write_text("six\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'analysis'\nversion = '1'\n")
+    (tmp_path / "src" / "analysis").mkdir(parents=True)
+    (tmp_path / "src" / "analysis" / "__init__.py").write_text("")
+    (tmp_path / "postBuild").write_text("#!/bin/sh\necho built\n")
+    text = render(tmp_path)
+    order = steps_in_order(text, "COPY --chown=1000:1000 base.txt", "COPY --chown=1000:1000 requirements.txt",
+                           "install -r requirements.txt", "COPY --chown=1000:1000 pyproject.toml",
+                           "COPY --chown=1000:1000 src ", "install .\n", "COPY --chown=1000:1000 postBuild",
+                           "./postBuild")
+    assert order == sorted(order), text
+
+
+def test_a_folder_the_requirements_install_whole_is_copied_once(tmp_path: Path) -> None:
+    example(tmp_path)
+    (tmp_path / "requirements.txt").unlink()
+    (tmp_path / "binder").mkdir()
+    (tmp_path / "binder" / "setup.py").write_text("")
+    (tmp_path / "binder" / "requirements.txt").write_text("./binder\n")
+    (tmp_path / "binder" / "postBuild").write_text("#!/bin/sh\necho built\n")
+    text = render(tmp_path)
+    assert text.count("COPY --chown=1000:1000 binder") == 1, text  # postBuild comes with its folder
+    copied = text.index("COPY --chown=1000:1000 binder /opt")
+    assert copied < text.index("install -r") < text.index("./binder/postBuild")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
+from collections.abc import Iterable
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from nbdock import contract, jupyter
 from nbdock.context import ContextPlan, outermost
@@ -43,6 +44,27 @@ def _uv_options(environment: Environment) -> str:
     return "".join(f"{shlex.quote(option)} " for option in options)
 
 
+def _install_steps(plan: ContextPlan) -> tuple[list[str], list[str], list[str]]:
+    """The environment's files as three copies, each just before the step that installs from it:
+    what the requirements read, the project's package, postBuild. Editing a later one then leaves
+    the earlier installs cached. When a folder of one copy holds a path of another, all go in
+    the first copy, as before."""
+    environment = plan.environment
+    post_build = [environment.post_build] if environment.post_build else []
+    requirements = list(outermost(path for path in environment.sources if path not in post_build))
+
+    def new(paths: Iterable[PurePosixPath], earlier: list[PurePosixPath]) -> list[PurePosixPath]:
+        return [path for path in paths if not any(path == e or e in path.parents for e in earlier)]
+
+    package = new(outermost(plan.package), [*requirements, *post_build])
+    post_build = new(post_build, [*requirements, *package])
+    every = [*requirements, *package, *post_build]
+    if len(outermost(every)) != len(every):
+        return [path.as_posix() for path in outermost(every)], [], []
+    return ([path.as_posix() for path in requirements], [path.as_posix() for path in package],
+            [path.as_posix() for path in post_build])
+
+
 def render(plan: ContextPlan, execute: bool = False) -> str:
     """The Dockerfile text for `plan`; with `execute`, the image for headless and training runs.
 
@@ -58,7 +80,7 @@ def render(plan: ContextPlan, execute: bool = False) -> str:
         (source.as_posix(), posixpath.join(str(project_root), source.as_posix()))
         for source in plan.linked
     ]
-    environment_files = [source.as_posix() for source in outermost((*environment.sources, *plan.package))]
+    requirements_files, package_files, post_build_files = _install_steps(plan)
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     jinja.filters["dirname"] = posixpath.dirname
     try:
@@ -82,7 +104,9 @@ def render(plan: ContextPlan, execute: bool = False) -> str:
             requirements=environment.requirements.as_posix() if environment.requirements else "",
             post_build=environment.post_build.as_posix() if environment.post_build else "",
             install_project=environment.install_project,
-            environment_files=environment_files,
+            requirements_files=requirements_files,
+            package_files=package_files,
+            post_build_files=post_build_files,
             ca_cert=contract.CA_CERT_IN_CONTEXT if settings.ca_cert is not None else "",
             container_port=settings.container_port,
             server_command=json.dumps(jupyter.server_command(settings.container_port)),
