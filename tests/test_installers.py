@@ -1,9 +1,11 @@
 """uv builds the environment pip would build, against the real engine: the same requirements files,
 with everything they can refer to, on a base whose pip settings uv must be handed, give the same
-installed distributions (`pip freeze --all` in both images) with INSTALLER=uv as with INSTALLER=pip."""
+installed distributions (`pip freeze --all` in both images) with INSTALLER=uv as with INSTALLER=pip,
+and the packages import in the image as the notebooks would import them."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -89,11 +91,16 @@ def hashes_pre_releases_and_trusted_hosts(project: ProjectCopy, tmp_path: Path) 
     })
 
 
+IMPORTS = "import analysis, editpkg, linkpkg, mypkg, wheelpkg; print(analysis.WHO, editpkg.WHO, mypkg.WHO)"
+
+
 def installed(client: Any, image: str) -> tuple[str, str]:
-    """`pip freeze --all` in the image, and what else the build left: postBuild's file, uv."""
+    """`pip freeze --all` in the image, and what else the build left: postBuild's file, uv, and
+    what the every_kind packages say when the notebooks' folder imports them."""
     script = ("pip freeze --all; echo ---; cat $HOME/post-build.txt 2>/dev/null; "
-              "ls -d /tmp/nbdock-uv /tmp/nbdock-ca.pem 2>/dev/null; command -v uv; true")
-    output = client.containers.run(image, ["sh", "-c", script], remove=True, entrypoint=[]).decode()
+              "ls -d /tmp/nbdock-uv /tmp/nbdock-ca.pem 2>/dev/null; command -v uv; "
+              f"python -c {shlex.quote(IMPORTS)} 2>/dev/null; true")
+    output = client.containers.run(image, ["sh", "-c", script], remove=True).decode()
     freeze, _, rest = output.partition("---\n")
     return freeze, rest
 
@@ -121,4 +128,4 @@ def test_uv_builds_the_environment_pip_builds(
     if kind is every_kind:
         for name in ("analysis", "basepkg", "editpkg", "linkpkg", "mypkg", "tabulate==0.9.0", "wheelpkg"):
             assert name in uv_freeze, uv_freeze
-        assert "toolz" not in uv_freeze and uv_rest.strip() == "built"
+        assert "toolz" not in uv_freeze and uv_rest.split() == ["built", "analysis", "editpkg", "mypkg"]

@@ -1,7 +1,7 @@
-"""Projects shaped like real repositories, against the real engine: requirements that refer to
-other files, Binder folders, notebooks at the root, data beside the notebooks, bases that have
-users of their own, kernels from other machines, two checkouts of one project, and the
-Dockerfile built by another builder."""
+"""Projects shaped like real repositories, against the real engine: Binder folders, notebooks
+at the root, data beside the notebooks, bases that have users of their own, kernels from other
+machines, two checkouts of one project, and the Dockerfile built by another builder. Requirements
+that refer to other files: tests/test_installers.py."""
 
 from __future__ import annotations
 
@@ -32,48 +32,6 @@ def write(folder: Path, files: dict[str, str]) -> None:
 
 def in_image(client: Any, image: str, command: str) -> str:
     return str(client.containers.run(image, ["sh", "-c", command], remove=True, entrypoint=[]).decode())
-
-
-def local_package(folder: Path, name: str) -> None:
-    write(folder, {
-        "pyproject.toml": f"[build-system]\nrequires = ['setuptools>=61']\nbuild-backend = 'setuptools.build_meta'\n"
-                          f"[project]\nname = '{name}'\nversion = '1.0'\n",
-        f"{name}/__init__.py": f"WHO = '{name}'\n",
-    })
-
-
-def test_requirements_that_refer_to_other_files_reach_pip(
-    make_project: Callable[..., ProjectCopy], docker_client: Any, tmp_path: Path
-) -> None:
-    project = make_project()
-    local_package(project.path / "libs" / "mypkg", "mypkg")
-    local_package(project.path / "libs" / "editpkg", "editpkg")
-    local_package(tmp_path / "wheelpkg", "wheelpkg")
-    local_package(tmp_path / "linkpkg", "linkpkg")
-    for name, target in (("wheelpkg", "dist"), ("linkpkg", "wheels")):
-        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                                str(project.path / target), str(tmp_path / name)], capture_output=True, text=True)
-        assert built.returncode == 0, built.stderr
-    wheel = next((project.path / "dist").glob("*.whl")).name
-    write(project.path, {
-        "requirements.txt": f"-r requirements-base.txt\n-c constraints.txt\n./libs/mypkg\n-e ./libs/editpkg\n"
-                            f"dist/{wheel}\n--find-links ./wheels\nlinkpkg\n",
-        "requirements-base.txt": "tabulate\n",
-        "constraints.txt": "tabulate==0.9.0\n",
-        # The project is itself a package, whose notebooks import it from src/.
-        "pyproject.toml": "[build-system]\nrequires = ['setuptools>=61']\nbuild-backend = 'setuptools.build_meta'\n"
-                          "[project]\nname = 'analysis'\nversion = '0.1'\n[tool.setuptools.packages.find]\n"
-                          "where = ['src']\n",
-        "src/analysis/__init__.py": "WHO = 'analysis'\n",
-    })
-    (project.notebooks / "imports.ipynb").write_text(notebook(
-        "import analysis, editpkg, linkpkg, mypkg, tabulate, wheelpkg\n"
-        "print(analysis.WHO, editpkg.WHO, linkpkg.WHO, mypkg.WHO, wheelpkg.WHO, tabulate.__version__)"
-    ))
-    project.chown()
-    result = project.invoke("execute", "--notebook", "imports.ipynb")
-    assert result.returncode == 0, result.output
-    assert printed(project.path / "outputs" / "imports.ipynb") == "analysis editpkg linkpkg mypkg wheelpkg 0.9.0\n"
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,13 @@ def configured(make_project: Callable[..., ProjectCopy], *lines: str) -> Project
     return project
 
 
+# One image for every setting the printed URL must follow or survive (each costs a build): the
+# server normalises a base_url without slashes; nbdock's command line wins over the port, root_dir
+# and ip; a password does not stop the token from logging in. Each alone: tests/test_serverinfo.py.
 @pytest.mark.parametrize(("lines", "prefix"), [
-    (['c.ServerApp.base_url = "/lab-team/"'], "/lab-team/"),
-    (['c.ServerApp.base_url = "team"'], "/team/"),
-    (["c.ServerApp.port = 9999", 'c.ServerApp.root_dir = "/tmp"', 'c.ServerApp.ip = "127.0.0.1"'], "/"),
-    (["from jupyter_server.auth import passwd", 'c.PasswordIdentityProvider.hashed_password = passwd("secret")'],
-     "/"),
+    (['c.ServerApp.base_url = "team"', "c.ServerApp.port = 9999", 'c.ServerApp.root_dir = "/tmp"',
+      'c.ServerApp.ip = "127.0.0.1"', "from jupyter_server.auth import passwd",
+      'c.PasswordIdentityProvider.hashed_password = passwd("secret")'], "/team/"),
 ])
 def test_the_printed_url_is_where_the_configured_server_answers(
     make_project: Callable[..., ProjectCopy], lines: list[str], prefix: str
@@ -54,7 +55,6 @@ def test_the_printed_url_is_where_the_configured_server_answers(
 
 
 @pytest.mark.parametrize(("lines", "phrases"), [
-    (['c.IdentityProvider.token = ""'], ("turns token authentication off", "IdentityProvider.token = ''")),
     (['c.IdentityProvider.token = ""', "from jupyter_server.auth import passwd",
       'c.PasswordIdentityProvider.hashed_password = passwd("secret")'],
      ("turns token authentication off", "a password")),
