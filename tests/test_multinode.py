@@ -67,7 +67,8 @@ def service_task_node(cluster: Cluster, service: str) -> str:
     with contextlib.closing(cluster.client()) as manager:
         tasks = manager.api.tasks(filters={"service": service, "desired-state": "running"})
         nodes = {n["ID"]: n["Description"]["Hostname"] for n in manager.api.nodes()}
-    return nodes[tasks[0]["NodeID"]] if tasks else ""
+    placed = [task["NodeID"] for task in tasks if task.get("NodeID")]  # a pending task has no node yet
+    return nodes[placed[0]] if placed else ""
 
 
 def answers(host: str, port: int, token: str) -> bool:
@@ -179,6 +180,44 @@ def test_the_server_on_a_remote_manager_answers_at_its_node_and_stays_with_its_v
             labelled = {"label": f"{LABEL_PROJECT}={project.name}"}
             assert manager.services.list(filters=labelled) == []
             assert manager.secrets.list(filters=labelled) == []
+
+
+def test_a_lost_volume_node_is_named_and_no_empty_server_starts_elsewhere(
+    remote_project: Callable[..., ProjectCopy], cluster: Cluster, node_trackers: list[Tracker]
+) -> None:
+    project = remote_project()
+    service = dns_label(f"nbdock-{project.name}")
+    cluster.drain(cluster.manager)  # so the volume goes to a worker, which can be lost without the swarm
+    try:
+        started = project.invoke("swarm.up")
+    finally:
+        cluster.activate(cluster.manager)
+    try:
+        host, port, token = served_at(started)
+        node = node_at(cluster, host)
+        assert node is not cluster.manager
+        others = [other for other in cluster.nodes if other is not node]
+        cluster.stop_node(node, kill=True)
+        try:
+            wait_until(lambda: cluster.node_state(node)[0] == "down", 120, f"the manager to see {node.hostname} down")
+            status = project.invoke("swarm.status")
+            assert status.returncode == 0, status.output
+            assert f"volume {service}-notebooks on node {node.hostname}" in status.stdout, status.output
+            assert "which is down (its engine does not answer the manager)" in status.stdout, status.output
+            refused = project.invoke("swarm.up")
+            assert_one_line_failure(refused, f"on node {node.hostname}", "down", "start its engine")
+            assert service_task_node(cluster, service) in ("", node.hostname)
+            assert not any(answers(other.address, port, token) for other in others)
+        finally:
+            cluster.start_node(node)
+        wait_until(lambda: cluster.node_state(node)[0] == "ready", 120, f"{node.hostname} to rejoin")
+        back = project.invoke("swarm.up")
+        assert back.returncode == 0 and served_at(back)[0] == node.address, back.output
+        wait_until(lambda: answers(node.address, served_at(back)[1], served_at(back)[2]), 60,
+                   "the server to answer on its node again")
+    finally:
+        down = project.invoke("swarm.down")
+        assert down.returncode == 0, down.output
 
 
 @pytest.mark.parametrize(("broken", "said"), [
