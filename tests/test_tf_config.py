@@ -9,6 +9,7 @@ import pytest
 
 from nbdock import k8s
 from nbdock.contract import dns_label
+from nbdock.notebooks import PAPERMILL
 from nbdock.training.model import WAIT_FOR_PEERS, Training, WorkerOutcome, summary, tf_config
 
 LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -42,7 +43,7 @@ def test_a_worker_waits_for_its_peers_then_runs_the_script_or_the_notebook() -> 
     assert command[3:] == ("120", "a:2222", "b:2222", "--", "python", "/home/nbdock/notebooks/sub/train.py")
     notebook = Training("train.ipynb", True, (("steps", "7"),), 2, 2222, 60)
     run = notebook.command(["a:2222", "b:2222"], "/out")
-    assert run[run.index("--") + 1:run.index("--") + 3] == ("papermill", "/home/nbdock/notebooks/train.ipynb")
+    assert run[run.index("--") + 1:run.index("--") + 5] == (*PAPERMILL, "/home/nbdock/notebooks/train.ipynb")
     assert "/out/train.ipynb" in run and run[-3:] == ("-p", "steps", "7")
 
 

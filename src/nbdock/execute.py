@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from nbdock.errors import NbdockError
 from nbdock.notebooks import (
     DEFAULT_KERNEL,
     EXPECTED_ERROR_TAG,
+    NBCONVERT,
+    PAPERMILL,
     Failure,
     allows_errors,
     expected_errors,
@@ -39,8 +42,8 @@ from nbdock.project import Project
 from nbdock.workload import Mount, Workload
 
 # papermill, then (with --html) nbconvert even when papermill failed; the exit code is papermill's.
-RUN_SCRIPT = 'papermill "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then jupyter nbconvert ' \
-    '--to html --log-level=WARN "$2"; fi; exit $status'
+RUN_SCRIPT = (f'{shlex.join(PAPERMILL)} "$@"; status=$?; if [ -n "$NBDOCK_HTML" ]; then '
+              f'{shlex.join(NBCONVERT)} --to html --log-level=WARN "$2"; fi; exit $status')
 
 Status = Literal["ok", "failed", "timed out", "killed"]
 

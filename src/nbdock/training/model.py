@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 from nbdock import console, contract
 from nbdock.errors import NbdockError
 from nbdock.identity import Identity
-from nbdock.notebooks import DEFAULT_KERNEL, notebook_in, papermill_args, parse_parameters
+from nbdock.notebooks import DEFAULT_KERNEL, PAPERMILL, notebook_in, papermill_args, parse_parameters
 from nbdock.project import Project
 from nbdock.workload import Mount, Workload
 
@@ -93,7 +93,7 @@ class Training:
         (papermill, its executed copy written to `output`)."""
         in_container = PurePosixPath(contract.NOTEBOOKS) / self.path
         if self.notebook:
-            run = ["papermill", *papermill_args(str(in_container), f"{output}/{in_container.name}", DEFAULT_KERNEL,
+            run = [*PAPERMILL, *papermill_args(str(in_container), f"{output}/{in_container.name}", DEFAULT_KERNEL,
                                                 self.parameters)]
         else:
             run = ["python", str(in_container)]
