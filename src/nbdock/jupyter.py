@@ -15,10 +15,21 @@ TOKEN_SECRET = "jupyter_token"
 TOKEN_FILE_VARIABLE = "JUPYTER_TOKEN_FILE"
 
 
+def console_script(module: str, function: str) -> list[str]:
+    """The command that runs a Jupyter tool's console script (`jupyter lab`, `papermill`) in the
+    image's Python, its arguments after it, without the rfc3987-syntax module: jsonschema, which
+    Jupyter Server and nbformat import, builds some 35 Lark parsers on import when that module is
+    installed (jupyter-events pulls it in), over a second of every start in these images, for
+    IRI formats no Jupyter schema uses (jupyter_server#1559, jsonschema#1428)."""
+    return ["python", "-c", f'import sys; sys.modules["rfc3987_syntax"] = None; from {module} import {function}; '
+            f"{function}()"]
+
+
 def server_command(port: int, allow_root: bool = False) -> list[str]:
-    """The command that starts the server; the image's CMD and `nbdock run` both use it."""
+    """The command that starts the server (`jupyter lab ...`); the image's CMD and `nbdock run`
+    both use it."""
     command = [
-        "jupyter", "lab",
+        *console_script("jupyterlab.labapp", "main"),
         "--no-browser",
         "--ip=0.0.0.0",
         f"--port={port}",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbdock import console
+from nbdock import console, jupyter
 from nbdock.errors import NbdockError
 from nbdock.settings import Settings
 
@@ -99,14 +99,8 @@ def notebook_in(root: Path, name: str, suffixes: tuple[str, ...] = (".ipynb",)) 
     return path.relative_to(root).as_posix()
 
 
-# papermill and nbconvert import nbformat, whose jsonschema builds a Lark grammar on import when
-# rfc3987-syntax is installed (Jupyter's jupyter-events pulls it in): about 1.5 s of every
-# notebook's start, on a machine where papermill itself starts in 0.6 s. Notebook validation checks
-# no IRI format, so these two run without that module; the kernel, a process of its own, keeps it.
-_WITHOUT_IRI_CHECKS = 'import sys; sys.modules["rfc3987_syntax"] = None; '
-PAPERMILL = ("python", "-c",
-             _WITHOUT_IRI_CHECKS + 'from papermill.cli import papermill; papermill(prog_name="papermill")')
-NBCONVERT = ("python", "-c", _WITHOUT_IRI_CHECKS + "from nbconvert.nbconvertapp import main; main()")
+PAPERMILL = tuple(jupyter.console_script("papermill.cli", "papermill"))
+NBCONVERT = tuple(jupyter.console_script("nbconvert.nbconvertapp", "main"))
 
 
 def papermill_args(notebook: str, output: str, kernel: str, parameters: Sequence[tuple[str, str]],
