@@ -21,7 +21,7 @@ def console_script(module: str, function: str) -> list[str]:
     Jupyter Server and nbformat import, builds some 35 Lark parsers on import when that module is
     installed (jupyter-events pulls it in), over a second of every start in these images, for
     IRI formats no Jupyter schema uses (jupyter_server#1559, jsonschema#1428)."""
-    return ["python", "-c", f'import sys; sys.modules["rfc3987_syntax"] = None; from {module} import {function}; '
+    return ["python3", "-c", f'import sys; sys.modules["rfc3987_syntax"] = None; from {module} import {function}; '
             f"{function}()"]
 
 
