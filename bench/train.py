@@ -22,14 +22,14 @@ EXAMPLE = REPO / "examples" / "distributed-tf"
 NAME = "bench-train-by-hand"
 
 
-def _tf_config(hosts: list[str], index: int) -> str:
+def tf_config(hosts: list[str], index: int) -> str:
     return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
 
 
-def _worker(names: list[str]) -> list[str]:
+def worker_command(names: list[str], script: str = "train.py") -> list[str]:
     """What a careful user runs in each worker: wait until the peers resolve, then train."""
     wait = " ".join(f"until getent hosts {name} >/dev/null; do sleep 0.2; done;" for name in names)
-    return ["sh", "-c", f"{wait} exec python /home/nbdock/notebooks/train.py"]
+    return ["sh", "-c", f"{wait} exec python /home/nbdock/notebooks/{script}"]
 
 
 def _local_by_hand(folder: Path, image: str) -> None:
@@ -40,8 +40,8 @@ def _local_by_hand(folder: Path, image: str) -> None:
         for index, name in enumerate(names):
             run(["docker", "run", "-d", "--init", "--no-healthcheck", "--name", name, "--network", NAME,
                  "-u", user_spec(),
-                 "--group-add", "1000", "-e", f"TF_CONFIG={_tf_config(hosts, index)}", "-e", "NBDOCK_OUTPUT=/tmp/out",
-                 "-v", f"{folder / 'notebooks'}:/home/nbdock/notebooks:ro", image, *_worker(names)], folder)
+                 "--group-add", "1000", "-e", f"TF_CONFIG={tf_config(hosts, index)}", "-e", "NBDOCK_OUTPUT=/tmp/out",
+                 "-v", f"{folder / 'notebooks'}:/home/nbdock/notebooks:ro", image, *worker_command(names)], folder)
         codes = [run(["docker", "wait", name], folder).strip() for name in names]
         assert codes == ["0", "0"], codes
     finally:
@@ -63,9 +63,9 @@ def _swarm_by_hand(folder: Path, image: str, node: str) -> None:
         for index, name in enumerate(names):
             run(["docker", "service", "create", "--detach", "--name", name, "--network", NAME,
                  "--restart-condition", "none", "--endpoint-mode", "dnsrr", "--no-healthcheck", "--user", user_spec(),
-                 "--group", "1000", "--env", f"TF_CONFIG={_tf_config(hosts, index)}", "--env", "NBDOCK_OUTPUT=/tmp/out",
+                 "--group", "1000", "--env", f"TF_CONFIG={tf_config(hosts, index)}", "--env", "NBDOCK_OUTPUT=/tmp/out",
                  "--mount", f"type=bind,source={folder / 'notebooks'},target=/home/nbdock/notebooks,readonly",
-                 "--constraint", f"node.id=={node}", image, *_worker(names)], folder)
+                 "--constraint", f"node.id=={node}", image, *worker_command(names)], folder)
         while True:
             states = [run(["docker", "service", "ps", "--format", "{{.CurrentState}}", name], folder).split()[0]
                       for name in names]
