@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from nbdock import console, contract
+from nbdock.engine.images import dockerignore_matcher
 from nbdock.environment import Environment
 from nbdock.errors import NbdockError
 from nbdock.settings import Settings
@@ -163,11 +164,9 @@ class _Walker:
     """Collects entries under the project folder, by nbdock's rules and the user's patterns."""
 
     def __init__(self, settings: Settings, patterns: list[str]) -> None:
-        from docker.utils.build import PatternMatcher
-
         self.settings = settings
         self.root = settings.project_dir
-        self.matcher = PatternMatcher(patterns)
+        self.ignored = dockerignore_matcher(patterns)
         self.has_exceptions = any(pattern.startswith("!") for pattern in patterns)
         self.entries: dict[str, Entry] = {}
         self.links: list[Entry] = []
@@ -195,7 +194,7 @@ class _Walker:
         return False
 
     def left_out(self, path: Path, name: str) -> bool:
-        return self.never_sent(path) or self.matcher.matches(name)
+        return self.never_sent(path) or self.ignored(name)
 
     def add(self, path: Path, required: bool = False) -> None:
         """Add `path` (a file, a link or a whole folder) unless the rules leave it out; a
@@ -211,7 +210,7 @@ class _Walker:
         except OSError as error:
             raise _unreadable(path, error) from None
         is_folder = path.is_dir() and not path.is_symlink()
-        if not required and self.matcher.matches(name):
+        if not required and self.ignored(name):
             # A folder the user's patterns leave out may hold what a `!pattern` brings back.
             if self.has_exceptions and is_folder:
                 for child in self.children(path):

@@ -17,6 +17,15 @@ BUILD_TAIL_LINES = 25
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 
 
+def dockerignore_matcher(patterns: list[str]) -> Callable[[str], bool]:
+    """Whether a path (relative, `/`-separated) is left out of a build context by these
+    `.dockerignore` patterns, `!` exceptions included, as the Docker SDK packs a context."""
+    from docker.utils.build import PatternMatcher
+
+    matches: Callable[[str], bool] = PatternMatcher(patterns).matches
+    return matches
+
+
 class Images(Connected):
     """The images part of `Engine`."""
 
