@@ -18,7 +18,6 @@ from tests.helpers.projects import ProjectCopy
 
 pytestmark = pytest.mark.docker
 
-SIX_WHEEL_SHA256 = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"  # six 1.16.0, py2.py3
 
 
 def write(folder: Path, files: dict[str, str]) -> None:
@@ -83,14 +82,6 @@ def every_kind(project: ProjectCopy, tmp_path: Path) -> None:
     })
 
 
-def hashes_pre_releases_and_trusted_hosts(project: ProjectCopy, tmp_path: Path) -> None:
-    """What uv reads only from its command line: hash-checking mode, --pre, --trusted-host."""
-    write(project.path, {
-        "requirements.txt": "--pre\n--trusted-host pypi.org\n"
-                            f"six==1.16.0 \\\n    --hash=sha256:{SIX_WHEEL_SHA256}\n",
-    })
-
-
 IMPORTS = "import analysis, editpkg, linkpkg, mypkg, wheelpkg; print(analysis.WHO, editpkg.WHO, mypkg.WHO)"
 
 
@@ -105,16 +96,15 @@ def installed(client: Any, image: str) -> tuple[str, str]:
     return freeze, rest
 
 
-@pytest.mark.parametrize("kind", [every_kind, hashes_pre_releases_and_trusted_hosts],
-                         ids=lambda kind: kind.__name__)
+# What uv reads only from its command line (hash-checking mode, --pre, --trusted-host) is
+# checked where the Dockerfile is rendered: tests/test_dockerfile.py.
 def test_uv_builds_the_environment_pip_builds(
     make_project: Callable[..., ProjectCopy], docker_client: Any, pip_settings_base: str, tmp_path: Path,
-    kind: Callable[[ProjectCopy, Path], None],
 ) -> None:
     environments = {}
     for installer in ("uv", "pip"):
         project = make_project(BASE_IMAGE=pip_settings_base, INSTALLER=installer)
-        kind(project, tmp_path / installer)
+        every_kind(project, tmp_path / installer)
         project.chown()
         built = project.invoke("build")
         assert built.returncode == 0, built.output
@@ -125,7 +115,6 @@ def test_uv_builds_the_environment_pip_builds(
     assert uv_freeze == pip_freeze
     assert uv_rest == pip_rest  # postBuild ran alike; neither uv nor the CA bundle is in the image
     assert "uv==" not in uv_freeze and "pip==" in uv_freeze  # pip stays for `%pip install`
-    if kind is every_kind:
-        for name in ("analysis", "basepkg", "editpkg", "linkpkg", "mypkg", "tabulate==0.9.0", "wheelpkg"):
-            assert name in uv_freeze, uv_freeze
-        assert "toolz" not in uv_freeze and uv_rest.split() == ["built", "analysis", "editpkg", "mypkg"]
+    for name in ("analysis", "basepkg", "editpkg", "linkpkg", "mypkg", "tabulate==0.9.0", "wheelpkg"):
+        assert name in uv_freeze, uv_freeze
+    assert "toolz" not in uv_freeze and uv_rest.split() == ["built", "analysis", "editpkg", "mypkg"]
