@@ -80,13 +80,7 @@ def _train_by_hand(folder: Path, cluster: Cluster, image: str, target: str) -> N
                  "--user", "1000:1000", "--env", f"TF_CONFIG={train.tf_config(hosts, index)}",
                  "--env", "NBDOCK_OUTPUT=/tmp/out", "--constraint", f"node.hostname=={node.hostname}",
                  target, *train.worker_command(names, THREE)], folder)
-        while True:
-            states = [run([*manager, "service", "ps", "--format", "{{.CurrentState}}", name], folder).split()[0]
-                      for name in names]
-            if all(state == "Complete" for state in states):
-                return
-            assert not any(state in ("Failed", "Rejected") for state in states), states
-            time.sleep(0.25)
+        train.wait_until_complete(manager, names, folder)
     finally:
         subprocess.run([*manager, "service", "rm", *names], capture_output=True)
         for _ in range(300):  # the network goes once the tasks' containers are gone on every node

@@ -55,6 +55,18 @@ def _tasks_left(services: list[str], folder: Path) -> bool:
     return any(run(["docker", "ps", "-aq", label.format(name)], folder).strip() for name in services)
 
 
+def wait_until_complete(docker: list[str], services: list[str], folder: Path) -> None:
+    """Poll `docker service ps` (through the `docker` command given) until every task of
+    `services` completed; an AssertionError when one failed or was rejected."""
+    while True:
+        states = [run([*docker, "service", "ps", "--format", "{{.CurrentState}}", name], folder).split()[0]
+                  for name in services]
+        if all(state == "Complete" for state in states):
+            return
+        assert not any(state in ("Failed", "Rejected") for state in states), states
+        time.sleep(0.25)
+
+
 def _swarm_by_hand(folder: Path, image: str, node: str) -> None:
     names = [f"{NAME}-{index}" for index in range(2)]
     hosts = [f"{name}:2222" for name in names]
@@ -66,13 +78,7 @@ def _swarm_by_hand(folder: Path, image: str, node: str) -> None:
                  "--group", "1000", "--env", f"TF_CONFIG={tf_config(hosts, index)}", "--env", "NBDOCK_OUTPUT=/tmp/out",
                  "--mount", f"type=bind,source={folder / 'notebooks'},target=/home/nbdock/notebooks,readonly",
                  "--constraint", f"node.id=={node}", image, *worker_command(names)], folder)
-        while True:
-            states = [run(["docker", "service", "ps", "--format", "{{.CurrentState}}", name], folder).split()[0]
-                      for name in names]
-            if all(state == "Complete" for state in states):
-                return
-            assert not any(state in ("Failed", "Rejected") for state in states), states
-            time.sleep(0.25)
+        wait_until_complete(["docker"], names, folder)
     finally:
         subprocess.run(["docker", "service", "rm", *names], capture_output=True)
         while _tasks_left(names, folder) or subprocess.run(["docker", "network", "rm", NAME],

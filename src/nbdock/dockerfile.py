@@ -48,7 +48,7 @@ def _install_steps(plan: ContextPlan) -> tuple[list[str], list[str], list[str]]:
     """The environment's files as three copies, each just before the step that installs from it:
     what the requirements read, the project's package, postBuild. Editing a later one then leaves
     the earlier installs cached. When a folder of one copy holds a path of another, all go in
-    the first copy, as before."""
+    the first copy, together."""
     environment = plan.environment
     post_build = [environment.post_build] if environment.post_build else []
     requirements = list(outermost(path for path in environment.sources if path not in post_build))
