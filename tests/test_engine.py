@@ -4,6 +4,7 @@ translation must accept them, for containers and for Swarm services."""
 from __future__ import annotations
 
 import io
+import sys
 import tarfile
 from types import SimpleNamespace
 from typing import Any, cast
@@ -13,7 +14,8 @@ from docker.models.containers import _create_container_args
 from docker.models.services import _get_create_service_kwargs
 
 from nbdock.engine import Engine, LineBuffer, _secrets_archive, container_options, service_options
-from nbdock.errors import BuildFailed
+from nbdock.engine.connection import Connected
+from nbdock.errors import BuildFailed, NbdockError
 from nbdock.workload import Mount, PublishedPort, Resources, Workload
 
 WORKLOAD = Workload(
@@ -90,3 +92,9 @@ def test_build_lines_reach_the_user_without_the_builders_colour_codes() -> None:
     assert not [line for line in shown if "\x1b" in line]
     assert (failed.value.step, failed.value.tail) == ("RUN false", ["no such file"])
     assert "\x1b" not in failed.value.error
+
+
+def test_an_ssh_engine_without_the_ssh_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "paramiko", None)  # as when it is not installed
+    with pytest.raises(NbdockError, match=r"ssh://root@manager\.example .*pip install 'nbdock\[ssh\]'"):
+        assert Connected("ssh://root@manager.example").client is None

@@ -3,6 +3,8 @@ here, once, into a kind of NbdockError (errors.py)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -44,13 +46,21 @@ def _classified(action: str) -> Iterator[None]:
         if "already exists" in explanation or "is already in use" in explanation:
             raise NameConflict(f"{action} failed: {explanation}", reason=explanation) from None
         raise EngineAPIError(f"{action} failed: {explanation}", reason=explanation) from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+    except Exception as error:
+        if not isinstance(error, (docker.errors.DockerException, requests.exceptions.RequestException)) \
+                and not _is_ssh_error(error):
+            raise
         if "Permission denied" in str(error):
             raise EnginePermissionDenied(f"{action} failed: permission denied ({error})", reason=str(error)) from None
         raise EngineUnreachable(
             f"{action} failed because the Docker engine stopped answering ({error}); "
             "check that the engine is running (`docker info`)", reason=str(error),
         ) from None
+
+
+def _is_ssh_error(error: BaseException) -> bool:
+    """An error of paramiko, the SDK's ssh transport (imported only for ssh:// engines)."""
+    return type(error).__module__.partition(".")[0] == "paramiko"
 
 
 def _explanation(error: Any) -> str:
@@ -106,24 +116,64 @@ def named_engine(name: str, setting: str) -> tuple[str, Any]:
     return str(context.Host), context.TLSConfig or None
 
 
+def _require_ssh_support(address: str) -> None:
+    """Docker SDK reaches ssh:// engines through paramiko, an optional dependency (`nbdock[ssh]`)."""
+    if address.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
+        raise NbdockError(
+            f"the engine at {address} is reached over ssh, which needs the ssh extra: "
+            "pip install 'nbdock[ssh]' (paramiko, the Docker SDK's ssh transport)"
+        )
+
+
+@functools.cache
+def _client_class() -> type[DockerClient]:
+    """DockerClient whose requests check a TLS engine against the CA its TLS config names even
+    when REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE is set (a proxy's bundle, say): requests lets
+    those replace a session's own CA (docker/docker-py#2433, psf/requests#3829)."""
+    import docker
+
+    class EngineAPIClient(docker.APIClient):  # type: ignore[misc]
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                       cert: Any) -> dict[str, Any]:
+            settings: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None and isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    class EngineClient(docker.DockerClient):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.api = EngineAPIClient(*args, **kwargs)
+
+    return EngineClient
+
+
 def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerClient:
     import docker
     import docker.errors
 
+    _require_ssh_support(address)
     try:
         if explicit:
-            return docker.DockerClient(base_url=address, tls=tls or False)
+            return _client_class()(base_url=address, tls=tls or False)
         if os.environ.get("DOCKER_HOST"):
-            return docker.from_env()
+            return _client_class().from_env()
         context = _current_context()
         tls = context.TLSConfig if context is not None else None
-        return docker.DockerClient(base_url=address, tls=tls or False)
-    except (docker.errors.DockerException, OSError) as error:
-        reason = str(error).replace("Error while fetching server API version: ", "")
+        return _client_class()(base_url=address, tls=tls or False)
+    except Exception as error:
+        if not isinstance(error, (docker.errors.DockerException, OSError)) and not _is_ssh_error(error):
+            raise
+        reason = str(error).replace("Error while fetching server API version: ", "") or type(error).__name__
         if "Permission denied" in reason:
             raise EnginePermissionDenied(
                 f"you may not use the Docker engine at {address} (permission denied); add your "
                 "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
+            ) from None
+        if explicit and "HTTPS server" in reason:  # Go's answer to plain HTTP on a TLS port
+            raise EngineUnreachable(
+                f"the swarm manager at {address} asks for TLS; make a docker context with its "
+                f"certificates (`docker context create NAME --docker host={address},ca=CA,cert=CERT,key=KEY`) "
+                "and set SWARM_HOST=NAME"
             ) from None
         if explicit:  # the swarm manager SWARM_HOST names
             raise EngineUnreachable(
