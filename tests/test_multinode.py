@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import requests.utils
 
 from nbdock.contract import LABEL_PROJECT, dns_label
 from tests.helpers.cluster import Cluster, Node
@@ -106,6 +109,52 @@ def test_a_manager_that_does_not_answer_is_one_line(remote_project: Callable[...
     project = remote_project(SWARM_HOST=f"unix://{socket}")
     assert_one_line_failure(project.invoke("swarm.up"), "cannot reach the swarm manager", "SWARM_HOST")
     assert_one_line_failure(project.invoke("swarm.status"), "cannot reach the swarm manager")
+
+
+def assert_serves_through(project: ProjectCopy, cluster: Cluster, **env: str) -> None:
+    """`swarm.up` through the manager SWARM_HOST names ends with a URL that answers at a node's
+    address; `swarm.status` names that node; `swarm.down --volumes` leaves nothing on the swarm."""
+    started = project.invoke("swarm.up", **env)
+    try:
+        host, port, token = served_at(started)
+        node = node_at(cluster, host)
+        assert answers(host, port, token)
+        status = project.invoke("swarm.status", **env)
+        assert status.returncode == 0 and f"on {node.hostname} ({node.address})" in status.stdout, status.output
+    finally:
+        down = project.invoke("swarm.down", "--volumes", **env)
+        assert down.returncode == 0, down.output
+    with contextlib.closing(cluster.client()) as manager:
+        assert manager.services.list(filters={"label": f"{LABEL_PROJECT}={project.name}"}) == []
+
+
+def test_a_manager_over_ssh_or_named_by_a_tls_context_serves_as_through_its_socket(
+    remote_project: Callable[..., ProjectCopy], cluster: Cluster, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"  # the Docker SDK's ssh reads ~/.ssh: the key and known_hosts
+    with cluster.serve_ssh(cluster.manager, home) as ssh_url:
+        project = remote_project(SWARM_HOST=ssh_url)
+        known_hosts = home / ".ssh" / "known_hosts"
+        known = known_hosts.read_text()
+        known_hosts.write_text("")
+        assert_one_line_failure(project.invoke("swarm.up", HOME=str(home)), "cannot reach the swarm manager",
+                                "known_hosts")
+        known_hosts.write_text(known)
+        assert_serves_through(project, cluster, HOME=str(home))
+
+    config = tmp_path / "docker-config"  # a docker context as the CLI writes it, in a config of its own
+    config.mkdir()
+    (config / "config.json").write_text("{}")
+    tls = ",".join(f"{name}={path}" for name, path in cluster.tls_files.items())
+    subprocess.run(["docker", "context", "create", "nbdock-test-manager", "--docker",
+                    f"host={cluster.manager_tls_host},{tls}"], env={**os.environ, "DOCKER_CONFIG": str(config)},
+                   check=True, capture_output=True)
+    project.add_env(SWARM_HOST=cluster.manager_tls_host)  # the later line wins
+    assert_one_line_failure(project.invoke("swarm.up", DOCKER_CONFIG=str(config)), "TLS", "docker context")
+    project.add_env(SWARM_HOST="nbdock-test-manager")
+    # Another CA bundle for everything else, as behind a TLS-intercepting proxy: the context's CA still wins.
+    assert_serves_through(project, cluster, DOCKER_CONFIG=str(config),
+                          REQUESTS_CA_BUNDLE=requests.utils.DEFAULT_CA_BUNDLE_PATH)
 
 
 def test_a_registry_the_nodes_cannot_reach_is_one_line_naming_the_node_and_the_service_is_removed(

@@ -12,6 +12,10 @@ A registry (Debian's docker-registry) listens on the host's 127.0.0.1:PORT, and 
 the same 127.0.0.1:PORT answer inside every node, so one image reference works for the host
 engine's push and every node's pull (engines trust loopback registries).
 
+The manager's engine also listens on its address over TLS (client certificates from the cluster's
+own CA, `tls_files`), and `serve_ssh` starts an OpenSSH server in a node's namespaces, so that a
+test reaches the manager the three ways a user's machine does: a socket, TLS, ssh.
+
 Nothing here touches the host's engine, iptables or swarm. `Cluster.close` removes everything the
 cluster made, whatever state it is in, and is safe to call more than once.
 
@@ -48,7 +52,9 @@ from tests.helpers.wait import answers, wait_until
 
 # The commands the cluster runs, and the Debian packages they come in.
 TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "mount": "mount",
-         "dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker-registry": "docker-registry"}
+         "dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "docker-registry": "docker-registry",
+         "openssl": "openssl", "ssh-keygen": "openssh-client", "sshd": "openssh-server"}
+TLS_PORT = 2376  # the manager's engine also listens here, TLS with client certificates only
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 RECORD = "cluster.json"  # in the cluster's folder: what it is called and who owns it
 # The node's start: enter the namespaces made for it, set its hostname, give it a sysfs of its
@@ -239,6 +245,62 @@ class Cluster:
         return f"127.0.0.1:{self.registry_port}"
 
     @property
+    def manager_tls_host(self) -> str:
+        """`tcp://ADDRESS:2376`: the manager's engine over TLS; it asks for a client certificate
+        signed by the cluster's CA (`tls_files`)."""
+        return f"tcp://{self.manager.address}:{TLS_PORT}"
+
+    @property
+    def tls_files(self) -> dict[str, Path]:
+        """The CA certificate and a client certificate and key the manager's TLS listener accepts,
+        as `docker context create --docker` names them: ca, cert, key."""
+        folder = self.root / "tls"
+        return {"ca": folder / "ca.pem", "cert": folder / "client-cert.pem", "key": folder / "client-key.pem"}
+
+    @contextlib.contextmanager
+    def serve_ssh(self, node: Node, home: Path) -> Iterator[str]:
+        """An OpenSSH server in `node`'s namespaces whose sessions reach the node's engine (sshd sets
+        DOCKER_HOST for `docker system dial-stdio`, which the Docker SDK and CLI run there). `home`
+        gets what a user's home has for it: .ssh/id_ed25519, a key the server accepts, and the
+        server's host key in .ssh/known_hosts. Yields `ssh://root@ADDRESS`; the server is stopped
+        afterwards (and with the node)."""
+        folder = Path(tempfile.mkdtemp(prefix="sshd-", dir=self.root))
+        ssh = home / ".ssh"
+        ssh.mkdir(parents=True, mode=0o700, exist_ok=True)
+        for key in (folder / "host_key", ssh / "id_ed25519"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                           capture_output=True)
+        (folder / "authorized_keys").write_text((ssh / "id_ed25519.pub").read_text())
+        (ssh / "known_hosts").write_text(f"{node.address} {(folder / 'host_key.pub').read_text()}")
+        config = folder / "sshd_config"
+        config.write_text("\n".join([
+            f"ListenAddress {node.address}:22", f"HostKey {folder / 'host_key'}",
+            f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
+            "UsePAM no", "StrictModes no", f"SetEnv DOCKER_HOST={node.docker_host}", "",
+        ]))
+        if node.process is None or not node.running():
+            raise ClusterError(f"{node.hostname} is stopped: no ssh server can start there")
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        with (folder / "sshd.log").open("ab") as log:
+            process = subprocess.Popen(
+                ["nsenter", f"--target={node.process.pid}", "--mount", "--uts", "--net", "--",
+                 "sh", "-c", f'mkdir -p /run/sshd && exec "{sshd}" -D -e -f "{config}"'],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        try:
+            def listening() -> bool:
+                if process.poll() is not None:
+                    raise ClusterError(f"sshd on {node.hostname} exited:\n{_tail(folder / 'sshd.log')}")
+                with contextlib.suppress(OSError), socket.create_connection((node.address, 22), timeout=1):
+                    return True
+                return False
+
+            wait_until(listening, 30, f"sshd on {node.hostname} to listen")
+            yield f"ssh://root@{node.address}"
+        finally:
+            _stop(process)
+
+    @property
     def host_address(self) -> str:
         """The host's own address on the cluster's network."""
         return str(self.subnet[254])
@@ -321,6 +383,7 @@ class Cluster:
         (root / RECORD).write_text(json.dumps(record))  # before anything is made: see remove_stale
         cluster = cls.from_record(root)
         try:
+            cluster._make_tls()
             cluster._make_network()
             for node in cluster.nodes:
                 cluster._configure(node)
@@ -375,16 +438,42 @@ class Cluster:
             _ip("-n", node.namespace, "link", "set", "eth0", "up")
             node.network_namespace = _namespace_inode_of(Path("/run/netns") / node.namespace)
 
+    def _make_tls(self) -> None:
+        """A CA, a server certificate for the manager's address and a client certificate (openssl)."""
+        folder = self.root / "tls"
+        folder.mkdir()
+
+        def openssl(*arguments: str) -> None:
+            completed = subprocess.run(["openssl", *arguments], cwd=folder, capture_output=True, text=True)
+            if completed.returncode != 0:
+                raise ClusterError(f"`openssl {' '.join(arguments)}` failed: {completed.stderr.strip()}")
+
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        openssl("req", "-x509", *key, "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "7",
+                "-subj", "/CN=nbdock test cluster CA")
+        for name, extensions in (("server", f"subjectAltName=IP:{self.manager.address}\nextendedKeyUsage=serverAuth"),
+                                 ("client", "extendedKeyUsage=clientAuth")):
+            (folder / f"{name}.ext").write_text(extensions + "\n")
+            openssl("req", *key, "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+                    "-CAcreateserial", "-days", "7", "-extfile", f"{name}.ext", "-out", f"{name}-cert.pem")
+
     def _configure(self, node: Node) -> None:
         node.folder.mkdir()
         (node.folder / "cgroup").mkdir()
         # Nothing answers at this address: lookups of outside names fail instead of leaving.
         (node.folder / "resolv.conf").write_text(f"nameserver {self.subnet[253]}\noptions timeout:1 attempts:1\n")
+        tls = self.root / "tls"
+        listeners: dict[str, Any] = {"hosts": [node.docker_host]}
+        if node is self.manager:
+            listeners = {"hosts": [node.docker_host, self.manager_tls_host], "tlsverify": True,
+                         "tlscacert": str(tls / "ca.pem"), "tlscert": str(tls / "server-cert.pem"),
+                         "tlskey": str(tls / "server-key.pem")}
         node.config.write_text(json.dumps({
             "data-root": str(node.folder / "data"),
             "exec-root": "/run/docker",  # the node's private /run
             "pidfile": str(node.folder / "dockerd.pid"),
-            "hosts": [node.docker_host],
+            **listeners,
             "deprecated-key-path": str(node.folder / "key.json"),
             "storage-driver": self.storage_driver,
             "cgroup-parent": node.cgroup_parent,
