@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nbdock import jupyter
 from nbdock.engine import Image
 from nbdock.errors import NbdockError
 from nbdock.project import Project
@@ -15,12 +13,7 @@ from nbdock.server.swarm import SwarmServer
 from nbdock.settings import load_settings
 from tests.fake_engine import FakeEngine
 
-
-@pytest.fixture(autouse=True)
-def servers_answer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: True)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    yield
+pytestmark = pytest.mark.usefixtures("servers_answer")
 
 
 def make(folder: Path, builder: FakeEngine, manager: FakeEngine, **env: str) -> Project:
