@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -22,6 +23,8 @@ from bench import bigdata, cluster, execute, handwritten, swarm, train, updown
 from bench.common import REPO, docker_client, run
 
 RESULTS = REPO / "bench" / "RESULTS.md"
+# paramiko, which the Docker SDK imports at every start when it is installed (~0.1 s here).
+SSH_EXTRA = "installed (paramiko: every nbdock start imports it)"
 Scenario = Callable[[Path, str, str, int], list[str]]
 # The cold builds of `handwritten` and `updown` remove every image built on the base, so they run last.
 SCENARIOS: dict[str, Scenario] = {
@@ -62,7 +65,8 @@ def main() -> None:
     header = [
         f"Measured {datetime.date.today()} on {platform.node() or 'this machine'}: {os.cpu_count()} cores, "
         f"{platform.platform()}, Docker {client.version()['Version']}; median of {runs} run(s); "
-        f"`python -m bench.run{' --quick' if arguments.quick else ''}`.",
+        f"`python -m bench.run{' --quick' if arguments.quick else ''}`; the ssh extra "
+        f"{SSH_EXTRA if importlib.util.find_spec('paramiko') else 'not installed'}.",
     ]
     print("\n".join(header + lines))
     if arguments.write:

@@ -326,7 +326,9 @@ def test_three_workers_train_on_three_nodes_and_the_chief_outputs_come_back(
     assert [row[-3] for row in summary_rows(result, 3)] == worker_nodes(result)  # the summary names them too
     chief = json.loads((folder / "result.json").read_text())  # written on a node, collected here
     assert chief["workers"] == 3
-    assert all(tracker.leftovers(tf_on_cluster.name) == [] for tracker in node_trackers)
+    # The services and their network are gone at once; Swarm then removes the tasks' containers.
+    wait_until(lambda: all(tracker.leftovers(tf_on_cluster.name) == [] for tracker in node_trackers), 30,
+               "Swarm to remove the workers on every node")
 
 
 def test_a_node_lost_mid_run_ends_the_run_naming_the_worker_and_the_node(

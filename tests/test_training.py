@@ -160,7 +160,8 @@ def test_two_swarm_workers_train_to_the_same_weights(tf_project: ProjectCopy, sw
         docker_client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
     result = tf_project.invoke("train", "--workers", "2", "--script", "train.py", "--backend", "swarm")
     assert_trained(tf_project, result)
-    assert Tracker(docker_client).leftovers(tf_project.name) == []
+    # The services and their network are gone at once; Swarm then removes the tasks' containers.
+    wait_until(lambda: Tracker(docker_client).leftovers(tf_project.name) == [], 30, "Swarm to remove the workers")
 
 
 def test_the_kubernetes_job_trains_when_its_pods_are_rehearsed(

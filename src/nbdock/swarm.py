@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nbdock import console
 from nbdock.engine import EngineLike
-from nbdock.errors import NbdockError
+from nbdock.errors import EngineAPIError, NbdockError
 from nbdock.wait import wait_until
 
 GONE_TIMEOUT = 60.0  # seconds a removed service's tasks get to let go of ports, volumes and networks
@@ -45,3 +45,22 @@ def wait_gone(engine: EngineLike, names: Sequence[str], labels: Mapping[str, str
     wanted = set(names)
     wait_until(lambda: all(engine.service(name) is None for name in wanted)
                and not any(c.service in wanted for c in engine.containers(labels)), timeout)
+
+
+def remove_network(engine: EngineLike, name: str, timeout: float = GONE_TIMEOUT) -> None:
+    """Remove the overlay network `name` of services just removed, asking again while the
+    manager refuses because their tasks still hold it; after `timeout` seconds its refusal is
+    raised (EngineAPIError). The tasks' containers are left to Swarm, which removes them on
+    every node within seconds: waiting for that would only delay the caller."""
+    refusals: list[EngineAPIError] = []
+
+    def removed() -> bool:
+        try:
+            engine.remove_network(name)
+        except EngineAPIError as refusal:
+            refusals[:] = [refusal]
+            return False
+        return True
+
+    if not wait_until(removed, timeout):
+        raise refusals[0]

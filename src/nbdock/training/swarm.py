@@ -121,6 +121,5 @@ class SwarmBackend:
     def remove_all(self) -> None:
         for index in self.started:
             self.engine.remove_service(self.names[index])
-        swarm.wait_gone(self.engine, [self.names[index] for index in self.started], self.labels)
         if self._network_made:
-            self.engine.remove_network(self.network)
+            swarm.remove_network(self.engine, self.network)
