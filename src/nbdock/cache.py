@@ -3,7 +3,8 @@
 One small file per record, in a folder per kind: `builds` (image id -> the digest of what it
 was built from, so an unchanged project skips its build), `owners` (image id -> the project
 folder that built it), `bases` (base image id -> what a probe found in it), `kernels` and
-`tensorflow` (image id -> its Jupyter kernels, whether TensorFlow imports), `tokens` (a
+`tensorflow` (image id -> its Jupyter kernels, whether TensorFlow imports), `dockerfiles` (the
+template and its values -> the Dockerfile they render, as JSON), `tokens` (a
 generated token of a Swarm or Kubernetes server, mode 0600) and `forwards` (a running
 `kubectl port-forward`). A lost record only costs work done again; a cache that cannot be
 written is no error.

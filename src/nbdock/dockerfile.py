@@ -6,14 +6,16 @@ Dockerfile copies exactly those files, from the paths they have in the project.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 import shlex
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from nbdock import contract, jupyter
+from nbdock import cache, contract, jupyter
 from nbdock.context import ContextPlan, outermost
 from nbdock.environment import Environment
 from nbdock.errors import NbdockError
@@ -68,52 +70,73 @@ def _install_steps(plan: ContextPlan) -> tuple[list[str], list[str], list[str]]:
 def render(plan: ContextPlan, execute: bool = False) -> str:
     """The Dockerfile text for `plan`; with `execute`, the image for headless and training runs.
 
-    The same plan always gives the same text. Raises NbdockError naming the template's file and
+    The same plan always gives the same text, so a text once rendered is remembered (cache kind
+    `dockerfiles`, keyed by the template and every value it is given) and an unchanged project
+    neither imports nor compiles Jinja2 again. Raises NbdockError naming the template's file and
     line for a syntax error, or the value it uses that nbdock does not provide.
     """
-    import jinja2
+    path = template_path(plan.settings.project_dir)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise NbdockError(f"cannot read {path} ({error.strerror}); make it readable") from None
+    values = _values(plan, execute)
+    key = hashlib.sha256(json.dumps([source, values], sort_keys=True).encode()).hexdigest()
+    remembered = cache.read("dockerfiles", key)
+    if remembered is not None:
+        return str(json.loads(remembered))
+    text = _render(path, source, values)
+    cache.write("dockerfiles", key, json.dumps(text))
+    return text
 
+
+def _values(plan: ContextPlan, execute: bool) -> dict[str, Any]:
+    """What the template is given (plain data)."""
     settings, environment = plan.settings, plan.environment
-    path = template_path(settings.project_dir)
     project_root = contract.project_root_in_container(settings.notebooks_relative)
     linked = [
-        (source.as_posix(), posixpath.join(str(project_root), source.as_posix()))
+        [source.as_posix(), posixpath.join(str(project_root), source.as_posix())]
         for source in plan.linked
     ]
     requirements_files, package_files, post_build_files = _install_steps(plan)
+    return {
+        "base_image": settings.base_image,
+        "uid": contract.IMAGE_UID,
+        "gid": contract.IMAGE_GID,
+        "home": contract.HOME,
+        "notebooks": contract.NOTEBOOKS,
+        "venv": contract.VENV,
+        "project_source": contract.PROJECT_SOURCE,
+        "entrypoint": contract.ENTRYPOINT,
+        "installer": settings.installer,
+        "uv_requirement": _quoted(UV_REQUIREMENT),
+        "requirements_options": _uv_options(environment) if settings.installer == "uv" else "",
+        "jupyter_packages": _quoted(settings.jupyter_packages),
+        "execute_packages": _quoted(settings.execute_packages),
+        "execute": execute,
+        "apt": environment.apt.as_posix() if environment.apt else "",
+        "requirements": environment.requirements.as_posix() if environment.requirements else "",
+        "post_build": environment.post_build.as_posix() if environment.post_build else "",
+        "install_project": environment.install_project,
+        "requirements_files": requirements_files,
+        "package_files": package_files,
+        "post_build_files": post_build_files,
+        "ca_cert": contract.CA_CERT_IN_CONTEXT if settings.ca_cert is not None else "",
+        "container_port": settings.container_port,
+        "server_command": json.dumps(jupyter.server_command(settings.container_port)),
+        "labels": " ".join(f'{key}="{value}"' for key, value in sorted(settings.image_labels.items())),
+        "notebooks_dir": settings.notebooks_relative.as_posix(),
+        "linked": linked,
+    }
+
+
+def _render(path: Path, source: str, values: dict[str, Any]) -> str:
+    import jinja2
+
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     jinja.filters["dirname"] = posixpath.dirname
     try:
-        template = jinja.from_string(path.read_text(encoding="utf-8"))
-        return template.render(
-            base_image=settings.base_image,
-            uid=contract.IMAGE_UID,
-            gid=contract.IMAGE_GID,
-            home=contract.HOME,
-            notebooks=contract.NOTEBOOKS,
-            venv=contract.VENV,
-            project_source=contract.PROJECT_SOURCE,
-            entrypoint=contract.ENTRYPOINT,
-            installer=settings.installer,
-            uv_requirement=_quoted(UV_REQUIREMENT),
-            requirements_options=_uv_options(environment) if settings.installer == "uv" else "",
-            jupyter_packages=_quoted(settings.jupyter_packages),
-            execute_packages=_quoted(settings.execute_packages),
-            execute=execute,
-            apt=environment.apt.as_posix() if environment.apt else "",
-            requirements=environment.requirements.as_posix() if environment.requirements else "",
-            post_build=environment.post_build.as_posix() if environment.post_build else "",
-            install_project=environment.install_project,
-            requirements_files=requirements_files,
-            package_files=package_files,
-            post_build_files=post_build_files,
-            ca_cert=contract.CA_CERT_IN_CONTEXT if settings.ca_cert is not None else "",
-            container_port=settings.container_port,
-            server_command=json.dumps(jupyter.server_command(settings.container_port)),
-            labels=" ".join(f'{key}="{value}"' for key, value in sorted(settings.image_labels.items())),
-            notebooks_dir=settings.notebooks_relative.as_posix(),
-            linked=linked,
-        )
+        return jinja.from_string(source).render(**values)
     except jinja2.TemplateSyntaxError as error:
         raise NbdockError(
             f"{path}:{error.lineno}: the template has a syntax error ({error.message}); "
@@ -124,8 +147,6 @@ def render(plan: ContextPlan, execute: bool = False) -> str:
             f"{path}: the template uses a value nbdock does not provide ({error.message}); "
             f"compare it with nbdock's default template at {default_file(contract.TEMPLATE)}"
         ) from None
-    except OSError as error:
-        raise NbdockError(f"cannot read {path} ({error.strerror}); make it readable") from None
 
 
 def is_generated(path: Path) -> bool:
