@@ -1,5 +1,6 @@
-"""Swarm as a place to run, for every workload on it: the manager node, and waiting until
-removed services' containers are gone (the image its nodes run is `image.for_swarm`)."""
+"""Swarm as a place to run, for every workload on it: the manager node, waiting until removed
+services' containers are gone, removing their network (the image its nodes run is
+`image.for_swarm`)."""
 
 from __future__ import annotations
 
