@@ -285,7 +285,8 @@ SETTINGS: tuple[Setting, ...] = (
             shown="none"),
     Setting("SWARM_HOST", _engine_name, "",
             "the swarm manager `swarm.*` and Swarm training deploy through: a Docker host URL (`ssh://user@manager`, "
-            "`tcp://…`, `unix://…`) or a docker context name; another engine than the build engine needs `REGISTRY`",
+            "with `nbdock[ssh]`; `tcp://…`, `unix://…`) or a docker context name (one with the certificates of a "
+            "manager that asks for TLS); another engine than the build engine needs `REGISTRY`",
             shown="the build engine"),
     Setting("SWARM_VOLUME_DRIVER", _text, "",
             "a volume driver every node mounts for the Swarm server's notebooks; unset, the server stays on the "
