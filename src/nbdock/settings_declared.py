@@ -177,8 +177,15 @@ def _one_of(*choices: str) -> Parser:
 
 def _engine_name(value: str) -> str:
     value = value.strip()
-    if "://" in value and urlparse(value).scheme not in {"unix", "tcp", "ssh", "http", "https", "npipe"}:
+    if "://" not in value:
+        return value
+    url = urlparse(value)
+    if url.scheme not in {"unix", "tcp", "ssh", "http", "https", "npipe"}:
         raise ValueError(f"{value!r} is not a Docker host URL (unix://, tcp://, ssh://) or docker context name")
+    if url.scheme in {"unix", "npipe"} and not url.path:
+        raise ValueError(f"{value!r} names no socket (unix:///var/run/docker.sock, say)")
+    if url.scheme not in {"unix", "npipe"} and not url.hostname:
+        raise ValueError(f"{value!r} names no host ({url.scheme}://user@manager, say)")
     return value
 
 

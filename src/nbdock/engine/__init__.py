@@ -9,8 +9,8 @@ words catch a kind and word the hint.
 from __future__ import annotations
 
 from nbdock.console import LineBuffer
-from nbdock.engine.connection import engine_address, named_engine, remote_host
 from nbdock.engine.containers import Containers, _secrets_archive, container_options
+from nbdock.engine.contexts import engine_address, named_engine, remote_host
 from nbdock.engine.images import Images
 from nbdock.engine.protocol import EngineLike
 from nbdock.engine.records import Container, Image, Node, Service, Task

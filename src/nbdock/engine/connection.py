@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from nbdock.engine.contexts import current_engine, engine_address, remote_host
 from nbdock.errors import (
     EngineAPIError,
     EnginePermissionDenied,
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from docker import DockerClient
 
 _PORT_TAKEN = ("port is already allocated", "address already in use")
-_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 @contextmanager
@@ -70,59 +70,23 @@ def _explanation(error: Any) -> str:
     return str(explanation).strip()
 
 
-def _current_context() -> Any:
-    from docker.context import ContextAPI
-
-    try:
-        return ContextAPI.get_current_context()
-    except Exception:  # a broken docker config must not stop nbdock: use the default socket
-        return None
-
-
-def engine_address() -> str:
-    """Where the engine is: DOCKER_HOST, else the current docker context, else the local socket."""
-    if os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    context = _current_context()
-    return str(context.Host) if context is not None and context.Host else "unix:///var/run/docker.sock"
-
-
-def remote_host(address: str) -> str | None:
-    """The engine's host name when it runs on another machine (tcp:// or ssh://), else None."""
-    parsed = urlparse(address)
-    is_network = parsed.scheme in {"tcp", "http", "https", "ssh"}
-    if is_network and parsed.hostname and parsed.hostname not in _LOCAL_HOSTS:
-        return parsed.hostname
-    return None
-
-
-def named_engine(name: str, setting: str) -> tuple[str, Any]:
-    """(address, TLS config or None) of `name`: a Docker host URL (unix://, tcp://, ssh://, ...)
-    or the name of a docker context. Raises NbdockError naming `setting` when no context has
-    that name."""
-    if "://" in name:
-        return name, None
-    from docker.context import ContextAPI
-
-    try:
-        context = ContextAPI.get_context(name)
-    except Exception:  # a broken docker config reads as no such context
-        context = None
-    if context is None or not context.Host:
-        raise NbdockError(
-            f"{setting}={name} is neither a Docker host URL (unix://, tcp://, ssh://) nor the name of a "
-            "docker context (`docker context ls` lists them); set it to one of those"
-        )
-    return str(context.Host), context.TLSConfig or None
-
-
-def _require_ssh_support(address: str) -> None:
-    """Docker SDK reaches ssh:// engines through paramiko, an optional dependency (`nbdock[ssh]`)."""
-    if address.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
+def _prepare_ssh(address: str) -> None:
+    """The Docker SDK reaches ssh:// engines through paramiko, an optional dependency
+    (`nbdock[ssh]`). paramiko logs what its transport thread raises, as a traceback on stderr
+    when nothing else handles its logger: its failures are turned into one line here instead."""
+    if not address.startswith("ssh://"):
+        return
+    if importlib.util.find_spec("paramiko") is None:
         raise NbdockError(
             f"the engine at {address} is reached over ssh, which needs the ssh extra: "
             "pip install 'nbdock[ssh]' (paramiko, the Docker SDK's ssh transport)"
         )
+    _quiet_paramiko()
+
+
+@functools.cache
+def _quiet_paramiko() -> None:
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @functools.cache
@@ -148,42 +112,66 @@ def _client_class() -> type[DockerClient]:
 
 
 def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerClient:
-    import docker
     import docker.errors
 
-    _require_ssh_support(address)
+    _prepare_ssh(address)
     try:
-        if explicit:
-            return _client_class()(base_url=address, tls=tls or False)
-        if os.environ.get("DOCKER_HOST"):
-            return _client_class().from_env()
-        context = _current_context()
-        tls = context.TLSConfig if context is not None else None
+        if not explicit:
+            tls = current_engine()[1]
         return _client_class()(base_url=address, tls=tls or False)
     except Exception as error:
         if not isinstance(error, (docker.errors.DockerException, OSError)) and not _is_ssh_error(error):
             raise
-        reason = str(error).replace("Error while fetching server API version: ", "") or type(error).__name__
-        if "Permission denied" in reason:
-            raise EnginePermissionDenied(
-                f"you may not use the Docker engine at {address} (permission denied); add your "
-                "user to the docker group (`sudo usermod -aG docker $USER`, then log in again)"
-            ) from None
-        if explicit and "HTTPS server" in reason:  # Go's answer to plain HTTP on a TLS port
-            raise EngineUnreachable(
-                f"the swarm manager at {address} asks for TLS; make a docker context with its "
-                f"certificates (`docker context create NAME --docker host={address},ca=CA,cert=CERT,key=KEY`) "
-                "and set SWARM_HOST=NAME"
-            ) from None
-        if explicit:  # the swarm manager SWARM_HOST names
-            raise EngineUnreachable(
-                f"cannot reach the swarm manager at {address} ({reason}); check that its engine runs and "
-                "that SWARM_HOST names it (a Docker host URL or a docker context)"
-            ) from None
-        raise EngineUnreachable(
-            f"cannot reach the Docker engine at {address} ({reason}); start it (`sudo dockerd &` "
-            "or Docker Desktop) or point DOCKER_HOST at a running engine"
-        ) from None
+        raise _unreachable(address, error, explicit) from None
+
+
+def _one_line(error: BaseException) -> str:
+    """What `error` says, without the SDK's prefix, a response body after its first line, or
+    urllib3's wrapping of the socket error."""
+    text = str(error).replace("Error while fetching server API version: ", "").strip()
+    for socket_error in ("Connection refused", "No such file or directory", "Name or service not known",
+                         "Temporary failure in name resolution", "timed out"):
+        if socket_error in text:
+            return socket_error
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first if len(first) <= 200 else first[:200] + "…"
+
+
+def _unreachable(address: str, error: BaseException, explicit: bool) -> NbdockError:
+    """The one line for an engine at `address` that did not answer, with the fix for its cause;
+    `explicit` when SWARM_HOST named it (else DOCKER_HOST or the docker context)."""
+    text = str(error)
+    reason = _one_line(error)
+    engine = f"the swarm manager at {address}" if explicit else f"the Docker engine at {address}"
+    login = urlparse(address).netloc or address
+    if "Permission denied" in text and address.startswith("unix://"):
+        return EnginePermissionDenied(
+            f"you may not use {engine} (permission denied); add your user to the docker group "
+            "(`sudo usermod -aG docker $USER`, then log in again)"
+        )
+    if "HTTPS server" in text:  # Go's answer to plain HTTP on a TLS port
+        setting = "SWARM_HOST" if explicit else "DOCKER_CONTEXT"
+        return EngineUnreachable(
+            f"{engine} asks for TLS; make a docker context with its certificates (`docker context create NAME "
+            f"--docker host={address},ca=CA,cert=CERT,key=KEY`) and set {setting}=NAME"
+        )
+    if "not found in known_hosts" in text:
+        fix = f"its host key is not in ~/.ssh/known_hosts: connect once with `ssh {login}` and accept it"
+    elif any(hint in text for hint in ("Authentication failed", "No authentication methods", "is encrypted")):
+        fix = (f"ssh could not log in without a prompt: add your key to ssh-agent (`ssh-add`) or ~/.ssh, so that "
+               f"`ssh {login} docker version` works")
+    elif address.startswith("ssh://") and "Remote end closed connection" in text:
+        fix = (f"the ssh session ended at once: `ssh {login} docker system dial-stdio` must run there "
+               "(docker on its PATH)")
+    elif "Client Error" in text or "Server Error" in text:
+        fix = "something answers there, but not a Docker engine; check the address and port"
+    elif explicit:
+        fix = "check that its engine runs and that SWARM_HOST names it (a Docker host URL or a docker context)"
+    elif remote_host(address):
+        fix = f"check that it runs and answers (`docker -H {address} version`), or point DOCKER_HOST elsewhere"
+    else:
+        fix = "start it (`sudo dockerd &` or Docker Desktop) or point DOCKER_HOST at a running engine"
+    return EngineUnreachable(f"cannot reach {engine} ({reason}); {fix}", reason=reason)
 
 
 def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
