@@ -4,6 +4,7 @@ and engines that fail in each way a user meets, stood in for by sockets on loopb
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -117,6 +118,12 @@ def test_each_cause_gets_its_own_fix_in_one_line(answering: type[Answer], monkey
     monkeypatch.setenv("DOCKER_HOST", remote)
     said = message("", explicit=False)
     assert "sudo dockerd" not in said and f"docker -H {remote} version" in said
+
+    said = message(f"ssh://me@127.0.0.1:{closed_port()}")
+    if importlib.util.find_spec("paramiko"):
+        assert "(Unable to connect to port" in said and "[Errno" not in said and "SWARM_HOST names it" in said
+    else:
+        assert "pip install 'nbdock[ssh]'" in said
 
     said = message(f"unix://{tmp_path}/nothing.sock")
     assert "(No such file or directory)" in said and "SWARM_HOST names it" in said

@@ -128,7 +128,7 @@ def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerCli
 def _one_line(error: BaseException) -> str:
     """What `error` says, without the SDK's prefix, a response body after its first line, or
     urllib3's wrapping of the socket error."""
-    text = str(error).replace("Error while fetching server API version: ", "").strip()
+    text = str(error).replace("Error while fetching server API version: ", "").replace("[Errno None] ", "").strip()
     for socket_error in ("Connection refused", "No such file or directory", "Name or service not known",
                          "Temporary failure in name resolution", "timed out"):
         if socket_error in text:
@@ -143,7 +143,9 @@ def _unreachable(address: str, error: BaseException, explicit: bool) -> NbdockEr
     text = str(error)
     reason = _one_line(error)
     engine = f"the swarm manager at {address}" if explicit else f"the Docker engine at {address}"
-    login = urlparse(address).netloc or address
+    url = urlparse(address)
+    login = (f"-p {url.port} " if url.port else "") + (f"{url.username}@" if url.username else "") + (
+        url.hostname or address)
     if "Permission denied" in text and address.startswith("unix://"):
         return EnginePermissionDenied(
             f"you may not use {engine} (permission denied); add your user to the docker group "
