@@ -231,6 +231,37 @@ def test_the_server_on_a_remote_manager_answers_at_its_node_and_stays_with_its_v
             assert manager.secrets.list(filters=labelled) == []
 
 
+@contextlib.contextmanager
+def port_held_on(node: Node, port: int) -> Iterator[None]:
+    """A process outside Docker listening on `port` of `node` (in the node's network namespace)."""
+    holder = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{node.namespace}", sys.executable, "-c",
+         f"import socket, time; s = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen(); "
+         "print('ready', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_port_taken_on_the_servers_node_is_one_line_naming_the_node_and_the_port(
+    remote_project: Callable[..., ProjectCopy], cluster: Cluster, node_trackers: list[Tracker]
+) -> None:
+    # Free on this machine, taken on the manager, where the notebooks volume (and so the server) goes.
+    project = remote_project(HOST_PORT="18877")
+    with port_held_on(cluster.manager, 18877):
+        failed = project.invoke("swarm.up")
+    message = assert_one_line_failure(failed, "18877", f"node {cluster.manager.hostname}", "HOST_PORT")
+    assert "in use" in message, message
+    with contextlib.closing(cluster.client()) as manager:
+        assert manager.services.list(filters={"label": f"{LABEL_PROJECT}={project.name}"}) == []
+    wait_until(lambda: all(not [item for item in tracker.leftovers(project.name) if item.startswith("container")]
+                           for tracker in node_trackers), 30, "Swarm to remove the failed task")
+
+
 def test_a_lost_volume_node_is_named_and_no_empty_server_starts_elsewhere(
     remote_project: Callable[..., ProjectCopy], cluster: Cluster, node_trackers: list[Tracker]
 ) -> None:

@@ -283,7 +283,7 @@ class SwarmServer:
                     f"({task.error}); set HOST_PORT in {settings.env_file} to another port"
                 )
             return f"Swarm cannot place it ({task.error}); `docker node ls` on the manager shows the nodes"
-        if task.exit_code is not None and "address already in use" in task.error:
+        if "address already in use" in task.error or "port is already allocated" in task.error:
             return (f"port {settings.host_port} is in use on {where} ({task.error}); set HOST_PORT in "
                     f"{settings.env_file} to another port")
         return f"on {where}: {task.error}"
