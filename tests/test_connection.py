@@ -55,6 +55,9 @@ def test_a_context_the_cli_made_in_a_fresh_config_is_found_with_its_tls(
     assert engine_address() == "ssh://me@box.example"
     monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
     assert engine_address() == "unix:///elsewhere.sock"
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / "no-certificates"))  # TLS asked, no files there
+    with pytest.raises(NbdockError, match=r"no-certificates lacks ca\.pem, cert\.pem or key\.pem"):
+        engine_address()
 
 
 class Answer(http.server.BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from nbdock.engine.contexts import current_engine, engine_address, remote_host
+from nbdock.engine.contexts import current_engine, remote_host
 from nbdock.errors import (
     EngineAPIError,
     EnginePermissionDenied,
@@ -116,8 +116,6 @@ def _connect(address: str, tls: Any = None, explicit: bool = False) -> DockerCli
 
     _prepare_ssh(address)
     try:
-        if not explicit:
-            tls = current_engine()[1]
         return _client_class()(base_url=address, tls=tls or False)
     except Exception as error:
         if not isinstance(error, (docker.errors.DockerException, OSError)) and not _is_ssh_error(error):
@@ -186,8 +184,7 @@ class Connected:
 
     def __init__(self, address: str = "", tls: Any = None) -> None:
         """`address` (with its `tls` config) names another engine than DOCKER_HOST's."""
-        self.address = address or engine_address()
-        self._tls = tls
+        self.address, self._tls = (address, tls) if address else current_engine()
         self._explicit = bool(address)
         self._client: DockerClient | None = None
 

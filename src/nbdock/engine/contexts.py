@@ -61,22 +61,35 @@ def context(name: str) -> tuple[str, Any] | None:
                                       verify=not endpoint.get("SkipTLSVerify", False))
 
 
+def _environment_tls() -> Any:
+    """The TLS config DOCKER_TLS_VERIFY and DOCKER_CERT_PATH give DOCKER_HOST, as the SDK reads
+    them; None when neither is set. Raises NbdockError when DOCKER_CERT_PATH lacks a file."""
+    if not (os.environ.get("DOCKER_TLS_VERIFY") or os.environ.get("DOCKER_CERT_PATH")):
+        return None
+    import docker.errors
+    from docker.utils import kwargs_from_env
+
+    try:
+        return kwargs_from_env().get("tls")
+    except docker.errors.TLSParameterError as error:
+        folder = os.environ.get("DOCKER_CERT_PATH") or "~/.docker"
+        raise NbdockError(
+            f"DOCKER_TLS_VERIFY or DOCKER_CERT_PATH asks for TLS, but {folder} lacks ca.pem, cert.pem or "
+            f"key.pem ({str(error).split('. ')[0]}); put them there, or unset both for an engine without TLS"
+        ) from None
+
+
 def current_engine() -> tuple[str, Any]:
     """(address, TLS config or None) of the engine DOCKER_HOST names (with DOCKER_TLS_VERIFY and
-    DOCKER_CERT_PATH), else the current docker context, else the local socket. Raises the SDK's
-    TLSParameterError when DOCKER_CERT_PATH lacks a certificate."""
+    DOCKER_CERT_PATH), else the current docker context, else the local socket."""
     if os.environ.get("DOCKER_HOST"):
-        from docker.utils import kwargs_from_env  # DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
-
-        return os.environ["DOCKER_HOST"], kwargs_from_env().get("tls")
+        return os.environ["DOCKER_HOST"], _environment_tls()
     return context(current_context_name()) or (DEFAULT_SOCKET, None)
 
 
 def engine_address() -> str:
     """Where the engine is: DOCKER_HOST, else the current docker context, else the local socket."""
-    if os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    return (context(current_context_name()) or (DEFAULT_SOCKET, None))[0]
+    return current_engine()[0]
 
 
 def remote_host(address: str) -> str | None:
