@@ -38,6 +38,7 @@ class FakeEngine:
     # a word of an exec'd command (a notebook's name) -> its exit code, None for a timeout; 137 runs out of memory
     exec_codes: dict[str, int | None] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _starts: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def image(self, name: str) -> Image | None:
         return self.images.get(name)
@@ -110,7 +111,8 @@ class FakeEngine:
             if port.host_port in self.taken_ports:
                 raise PortTaken(f"starting {container} failed: port is already allocated")
             ports[port.container_port] = port.host_port or 49000 + index
-        self.running[container] = replace(current, state="running", ports=ports or current.ports)
+        self.running[container] = replace(current, state="running", ports=ports or current.ports,
+                                          started_at=f"2026-01-01T00:00:{next(self._starts):02d}Z")
 
     def stop(self, container: str) -> None:
         self.calls.append(f"stop {container}")

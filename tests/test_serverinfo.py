@@ -106,3 +106,44 @@ def test_a_password_only_server_is_refused_at_once_and_removed(tmp_path: Path, m
     with pytest.raises(NbdockError, match="a password only"):
         local.run()
     assert engine.running == {}
+
+
+class CountingEngine(ConfiguredEngine):
+    """Counts what is copied out of the containers: runtime folders and token files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copied: list[str] = []
+
+    def read_folder(self, container: str, path: str) -> dict[str, bytes]:
+        self.copied.append(path)
+        return super().read_folder(container, path)
+
+    def read_file(self, container: str, path: str) -> bytes | None:
+        self.copied.append(path)
+        return super().read_file(container, path)
+
+
+def test_what_a_start_said_is_copied_out_once_and_asked_again_after_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jupyter, "answers", lambda url, timeout=2.0: url.endswith("/lab-team"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    engine = CountingEngine()
+    local = server_on(tmp_path / "demo", engine)
+    first = local.run()
+    copied = len(engine.copied)
+    assert copied == 2  # the runtime folder and the token file, once each
+    assert local.run().url == local.server().url == first.url
+    assert len(engine.copied) == copied
+    (container,) = engine.running.values()
+    engine.stop(container.id)
+    engine.start(container.id)  # a new start writes a new runtime file; the token stays the container's
+    assert local.run().url == first.url
+    assert engine.copied[copied:] == [serverinfo.RUNTIME_DIR]
+
+
+def test_a_server_never_started_remembers_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    engine = CountingEngine()
+    assert serverinfo.read(engine, "c1", "") == serverinfo.read(engine, "c1", "") is not None
+    assert engine.copied == [serverinfo.RUNTIME_DIR] * 2

@@ -4,8 +4,9 @@ One small file per record, in a folder per kind: `builds` (image id -> the diges
 was built from, so an unchanged project skips its build), `owners` (image id -> the project
 folder that built it), `bases` (base image id -> what a probe found in it), `kernels` and
 `tensorflow` (image id -> its Jupyter kernels, whether TensorFlow imports), `dockerfiles` (the
-template and its values -> the Dockerfile they render, as JSON), `tokens` (a
-generated token of a Swarm or Kubernetes server, mode 0600) and `forwards` (a running
+template and its values -> the Dockerfile they render, as JSON), `servers` (a local server's
+container and start -> what its runtime file said), `tokens` (a generated token of a Swarm or
+Kubernetes server, or of a local server's container, mode 0600) and `forwards` (a running
 `kubectl port-forward`). A lost record only costs work done again; a cache that cannot be
 written is no error.
 """

@@ -6,21 +6,24 @@ makes it HTTPS, and other settings stop nbdock's token URL from working at all. 
 line sets the port, the address and the root folder, which win over any config file; what it does
 not set, the server reports in the file it writes once it listens (`jpserver-<pid>.json` in
 JUPYTER_RUNTIME_DIR, the source `jupyter server list` reads): its base_url, port, scheme, socket
-and whether a token and a password are on.
+and whether a token and a password are on. That file is fixed for one start of the container, so
+what it said is remembered per start (nbdock's cache, `servers`): asking again reads nothing from
+the container, which costs a copy out of it (~70 ms on fuse-overlayfs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import quote
 
-from nbdock import jupyter
+from nbdock import cache, jupyter
 from nbdock.errors import NbdockError
 from nbdock.wait import wait_until
 
@@ -107,17 +110,28 @@ def answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def read(engine: ReadsFolders, container: str) -> ServerInfo | None:
-    """What the server in `container` reports of itself, or None when it has not said yet."""
-    return parse(engine.read_folder(container, RUNTIME_DIR))
+def read(engine: ReadsFolders, container: str, started_at: str) -> ServerInfo | None:
+    """What the server in `container`, started at `started_at` (the engine's State.StartedAt),
+    reports of itself, or None when it has not said yet. Remembered once said, for that start
+    only; nothing is remembered without `started_at`."""
+    key = f"{container}@{started_at}"
+    remembered = cache.read("servers", key) if started_at else None
+    if remembered:
+        with contextlib.suppress(ValueError, TypeError):  # a record nbdock cannot read: ask again
+            return ServerInfo(**json.loads(remembered))
+    info = parse(engine.read_folder(container, RUNTIME_DIR))
+    if info is not None and started_at:
+        cache.write("servers", key, json.dumps(asdict(info)))
+    return info
 
 
 def wait_until_ready(
-    engine: ReadsFolders, container: str, host: str, port: int, still_running: Callable[[], bool],
+    engine: ReadsFolders, container: str, started_at: str, host: str, port: int, still_running: Callable[[], bool],
     timeout: float, container_port: int, env_file: Path,
 ) -> tuple[Literal["ready", "exited", "timed out"], ServerInfo | None]:
-    """Poll the server until it answers where its runtime file says (the root URL until it
-    has written one), it stops running, or `timeout` seconds pass; the outcome and what it said.
+    """Poll the server in `container` (started at `started_at`) until it answers where its
+    runtime file says (the root URL until it has written one), it stops running, or `timeout`
+    seconds pass; the outcome and what it said.
 
     Raises NbdockError when the server runs in a way nbdock's URL cannot reach or log in to.
     """
@@ -127,7 +141,7 @@ def wait_until_ready(
     def settled() -> bool:
         nonlocal info, outcome
         if info is None:
-            info = read(engine, container)
+            info = read(engine, container, started_at)
             trouble = problem(info, container_port, env_file) if info is not None else None
             if trouble:
                 raise NbdockError(trouble)

@@ -98,6 +98,7 @@ def container_options(workload: Workload) -> dict[str, Any]:
 
 def _container_record(attrs: Mapping[str, Any]) -> Container:
     state = attrs.get("State") or {}
+    started = str(state.get("StartedAt") or "")
     settings = attrs.get("NetworkSettings") or {}
     ports = {}
     for key, bindings in (settings.get("Ports") or {}).items():
@@ -117,6 +118,7 @@ def _container_record(attrs: Mapping[str, Any]) -> Container:
         address=address,
         exit_code=int(state["ExitCode"]) if state.get("Status") == "exited" else None,
         oom_killed=bool(state.get("OOMKilled")),
+        started_at="" if started.startswith("0001-") else started,  # Go's zero time: never started
     )
 
 

@@ -27,6 +27,7 @@ class Container:
     address: str | None = None
     exit_code: int | None = None
     oom_killed: bool = False
+    started_at: str = ""  # when it last started (State.StartedAt), "" when it never did
 
     @property
     def running(self) -> bool:

@@ -159,7 +159,7 @@ class LocalServer:
                     "run `invoke down` and `invoke up` to start it afresh"
                 )
             outcome, info = serverinfo.wait_until_ready(
-                self.engine, container.id, self.browser_host, port,
+                self.engine, container.id, current.started_at, self.browser_host, port,
                 lambda: bool((self.engine.container(container.id) or current).running),
                 self.settings.ready_timeout, self.settings.container_port, self.settings.env_file,
             )
@@ -169,7 +169,7 @@ class LocalServer:
         except BaseException:
             self.engine.remove(container.id)
             raise
-        return RunningServer(container.name, self.browser_host, port, self._token(current), reused, info)
+        return self._running(current, port, reused, info)
 
     def _start_failure(self, exited: Container | None, died: bool) -> NbdockError:
         settings = self.settings
@@ -187,10 +187,23 @@ class LocalServer:
                            "is above")
 
     def _token(self, container: Container) -> str:
+        """JUPYTER_TOKEN, or the token generated for `container`: it is the container's for its
+        whole life, so it is remembered (0600) by container id rather than copied out again."""
         if self.settings.jupyter_token:
             return self.settings.jupyter_token
-        data = self.engine.read_file(container.id, contract.secret_path(jupyter.TOKEN_SECRET))
-        return data.decode() if data else ""
+        token = cache.read("tokens", container.id)
+        if not token:
+            data = self.engine.read_file(container.id, contract.secret_path(jupyter.TOKEN_SECRET))
+            token = data.decode() if data else ""
+            if token:
+                cache.write("tokens", container.id, token, private=True)
+        return token
+
+    def _running(self, container: Container, port: int, reused: bool, info: ServerInfo | None = None) -> RunningServer:
+        """The server in `container` as a browser reaches it on host `port`."""
+        if info is None:
+            info = serverinfo.read(self.engine, container.id, container.started_at)
+        return RunningServer(container.name, self.browser_host, port, self._token(container), reused, info)
 
     def up(self) -> str:
         """Check what can be checked, build the image if anything changed, then start the
@@ -219,6 +232,7 @@ class LocalServer:
         removed = []
         for container in self.project.containers():
             self.engine.remove(container.id)
+            cache.forget("tokens", container.id)
             removed.append(container.name)
         if self.remove_images:
             for tag in (self.settings.image_name, self.settings.execute_image_name):
@@ -242,8 +256,7 @@ class LocalServer:
         for container in self.project.containers("server"):
             port = container.ports.get(self.settings.container_port)
             if container.running and port is not None:
-                return RunningServer(container.name, self.browser_host, port, self._token(container), reused=True,
-                                     info=serverinfo.read(self.engine, container.id))
+                return self._running(container, port, reused=True)
         raise NbdockError(
             f"no notebook server of project {self.settings.project_name} is running; "
             "start one with `invoke up`"
@@ -279,8 +292,7 @@ class LocalServer:
             role = container.labels.get(contract.LABEL_ROLE, "")
             url = None
             if role == "server" and container.running and port is not None:
-                url = RunningServer(container.name, self.browser_host, port, self._token(container), True,
-                                    serverinfo.read(self.engine, container.id)).url
+                url = self._running(container, port, reused=True).url
             rows.append(ContainerStatus(container.name, role, container.state, container.health, shown, url))
         return rows
 
